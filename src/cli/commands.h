@@ -15,6 +15,7 @@ Runner add_generate(CLI::App& app);
 Runner add_bench(CLI::App& app);
 Runner add_demo(CLI::App& app);
 Runner add_icv(CLI::App& app);
+Runner add_eval(CLI::App& app);
 // The shared --temperature/--top-k/... options.
 void add_sampling_options(CLI::App* cmd, SamplingParams& s);
 

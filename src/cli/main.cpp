@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   add(safedec::cli::add_bench);
   add(safedec::cli::add_demo);
   add(safedec::cli::add_icv);
+  add(safedec::cli::add_eval);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -225,9 +225,10 @@ RunDirectory RunDirectory::open(const std::string& path, const YAML::Node& resol
     const bool same = existing == config_text;
     if (options.force) {
       for (const char* f : {"config.resolved.yaml", "manifest.json", "results.jsonl",
-                            "generations.jsonl", "report.md"})
+                            "generations.jsonl", "ref_nll.jsonl", "report.md"})
         fs::remove(fs::path(rd.path_) / f, ec);
       fs::remove_all(rd.plots_dir(), ec);
+      fs::remove_all(fs::path(rd.path_) / "traces", ec);
     } else if (!same) {
       fail("run directory ", rd.path_, " already holds a run with a different resolved config (",
            first_difference(existing, config_text),

@@ -17,7 +17,7 @@ namespace safedec {
 struct RunDirOptions {
   bool resume = false;  // continue a run whose resolved config is identical
   bool force = false;   // start over: the run files (config, manifest, results, generations,
-                        // report, plots) are deleted; other files are left alone
+                        // ref_nll, report, plots, traces) are deleted; other files are left alone
 };
 
 // Inputs of manifest.json beyond what is discovered automatically.

@@ -1,0 +1,354 @@
+#include "eval/eval_config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/model_registry.h"
+#include "core/paths.h"
+#include "decoding/strategy_registry.h"
+
+namespace safedec {
+
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// "FILE:LINE:COLUMN" of a node, for messages.
+std::string where(const std::string& source, const YAML::Node& node) {
+  const YAML::Mark m = node.Mark();
+  if (m.is_null()) return source;
+  return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+}
+
+// Reads the keys of one mapping and reports unknown ones with their position.
+class Keys {
+ public:
+  Keys(const YAML::Node& node, std::string source, std::string what)
+      : node_(node), source_(std::move(source)), what_(std::move(what)) {
+    SAFEDEC_CHECK(node_.IsMap(), where(source_, node_), ": ", what_, " must be a YAML mapping");
+  }
+  YAML::Node get(const std::string& key) {
+    allowed_.push_back(key);
+    return node_[key];
+  }
+  template <typename T>
+  void read(const std::string& key, T& out) {
+    YAML::Node v = get(key);
+    if (!v || v.IsNull()) return;
+    try {
+      out = v.as<T>();
+    } catch (const YAML::Exception&) {
+      fail(where(source_, v), ": ", what_, " key `", key, "` has a value of the wrong type");
+    }
+  }
+  void finish() const {
+    for (const auto& kv : node_) {
+      const std::string k = kv.first.as<std::string>();
+      if (std::find(allowed_.begin(), allowed_.end(), k) == allowed_.end())
+        fail(where(source_, kv.first), ": unknown key `", k, "` in ", what_, "; allowed keys: ", join(allowed_));
+    }
+  }
+
+ private:
+  YAML::Node node_;
+  std::string source_, what_;
+  std::vector<std::string> allowed_;
+};
+
+bool file_exists(const std::string& p) { return std::ifstream(p).good(); }
+
+// A path as given, else relative to the source tree.
+std::string resolve_config_path(const std::string& p) {
+  if (p.empty() || p[0] == '/' || file_exists(p)) return p;
+  const std::string in_tree = source_dir() + "/" + p;
+  return file_exists(in_tree) ? in_tree : p;
+}
+
+std::string scalar_text(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  return e.c_str();
+}
+
+EvalModelSpec parse_model(const YAML::Node& n, const std::string& source) {
+  EvalModelSpec m;
+  if (n.IsScalar()) {
+    m.name = n.Scalar();
+  } else {
+    Keys k(n, source, "a models entry");
+    k.read("name", m.name);
+    k.read("label", m.label);
+    k.read("hdr", m.hdr);
+    k.read("hdr_lambda", m.hdr_lambda);
+    k.read("chat_template", m.chat_template);
+    k.finish();
+  }
+  SAFEDEC_CHECK(!m.name.empty(), where(source, n), ": a models entry needs a `name`");
+  if (m.label.empty()) m.label = m.name;
+  // A registered name must exist; anything else must be a path to a model file or directory.
+  try {
+    resolve_model(m.name);  // unknown names list the registered ones
+  } catch (const Error& e) {
+    fail(where(source, n), ": ", e.what());
+  }
+  if (!m.hdr.empty()) m.hdr = resolve_config_path(m.hdr);
+  return m;
+}
+
+// The YAML mapping of a method's base config file (configs/methods/<name>.yaml by default).
+YAML::Node base_method_node(const std::string& name, const std::string& file, const std::string& at) {
+  std::string path = file.empty() ? source_dir() + "/configs/methods/" + name + ".yaml" : resolve_config_path(file);
+  if (file.empty() && !file_exists(path)) return YAML::Node(YAML::NodeType::Map);
+  SAFEDEC_CHECK(file_exists(path), at, ": the method config file ", file, " does not exist");
+  try {
+    YAML::Node n = YAML::LoadFile(path);
+    if (!n || n.IsNull()) return YAML::Node(YAML::NodeType::Map);
+    return n;
+  } catch (const YAML::Exception& e) {
+    fail("cannot parse the method config ", path, ": ", e.what());
+  }
+}
+
+void parse_method_entry(const YAML::Node& n, const std::string& source, std::vector<EvalMethodSpec>& out) {
+  std::string name, label, file;
+  YAML::Node set, grid;
+  if (n.IsScalar()) {
+    name = n.Scalar();
+  } else {
+    Keys k(n, source, "a methods entry");
+    k.read("name", name);
+    k.read("label", label);
+    k.read("config", file);
+    set = k.get("set");
+    grid = k.get("grid");
+    k.finish();
+  }
+  const std::string at = where(source, n);
+  SAFEDEC_CHECK(!name.empty(), at, ": a methods entry needs a `name`");
+  try {
+    check_method_name(name);
+  } catch (const Error& e) {
+    fail(at, ": ", e.what());
+  }
+  if (label.empty()) label = name;
+  YAML::Node base = YAML::Clone(base_method_node(name, file, at));
+  if (set && !set.IsNull()) {
+    SAFEDEC_CHECK(set.IsMap(), where(source, set), ": `set` must be a mapping of method keys to values");
+    for (const auto& kv : set) set_dotted(base, kv.first.as<std::string>(), kv.second);
+  }
+  // Grid: cartesian product, keys in the order written, values in the order listed.
+  std::vector<std::pair<std::string, std::vector<YAML::Node>>> axes;
+  if (grid && !grid.IsNull()) {
+    SAFEDEC_CHECK(grid.IsMap(), where(source, grid), ": `grid` must map method keys to lists of values");
+    for (const auto& kv : grid) {
+      SAFEDEC_CHECK(kv.second.IsSequence() && kv.second.size() > 0, where(source, kv.second), ": grid key `",
+                    kv.first.as<std::string>(), "` needs a non-empty list of values");
+      std::vector<YAML::Node> values;
+      for (const auto& v : kv.second) values.push_back(v);
+      axes.emplace_back(kv.first.as<std::string>(), values);
+    }
+  }
+  size_t total = 1;
+  for (const auto& a : axes) total *= a.second.size();
+  for (size_t idx = 0; idx < total; ++idx) {
+    YAML::Node node = YAML::Clone(base);
+    EvalMethodSpec spec;
+    spec.name = name;
+    spec.group = label;
+    size_t rest = idx;
+    std::vector<size_t> pick(axes.size());
+    for (size_t a = axes.size(); a-- > 0;) {
+      pick[a] = rest % axes[a].second.size();
+      rest /= axes[a].second.size();
+    }
+    std::string suffix;
+    for (size_t a = 0; a < axes.size(); ++a) {
+      const YAML::Node& v = axes[a].second[pick[a]];
+      set_dotted(node, axes[a].first, v);
+      spec.grid.emplace_back(axes[a].first, scalar_text(v));
+      suffix += (suffix.empty() ? "" : ",") + axes[a].first + "=" + scalar_text(v);
+    }
+    spec.label = suffix.empty() ? label : label + "[" + suffix + "]";
+    try {
+      spec.config = parse_method_config(name, node, at);
+    } catch (const Error& e) {
+      fail(at, " (method ", spec.label, "): ", e.what());
+    }
+    out.push_back(std::move(spec));
+  }
+}
+
+}  // namespace
+
+void set_dotted(YAML::Node& node, const std::string& dotted_key, const YAML::Node& value) {
+  SAFEDEC_CHECK(!dotted_key.empty(), "empty method key");
+  const auto dot = dotted_key.find('.');
+  if (dot == std::string::npos) {
+    node[dotted_key] = YAML::Clone(value);
+    return;
+  }
+  const std::string head = dotted_key.substr(0, dot);
+  YAML::Node child = node[head];
+  if (!child || !child.IsMap()) {
+    node[head] = YAML::Node(YAML::NodeType::Map);
+    child = node[head];
+  }
+  set_dotted(child, dotted_key.substr(dot + 1), value);
+}
+
+EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& source,
+                             const DatasetRegistry& registry) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    fail(source, ":", e.mark.line + 1, ":", e.mark.column + 1, ": malformed YAML: ", e.msg);
+  }
+  SAFEDEC_CHECK(root && root.IsMap(), source, ": an eval config must be a YAML mapping (name, models, methods, "
+                                              "datasets, ...)");
+  EvalConfig c;
+  c.source = source;
+  Keys k(root, source, "the eval config");
+  k.read("name", c.name);
+  k.read("seed", c.seed);
+  k.read("limit", c.limit);
+  k.read("judge", c.judge);
+
+  YAML::Node models = k.get("models");
+  SAFEDEC_CHECK(models && models.IsSequence() && models.size() > 0, where(source, root),
+                ": `models` must be a non-empty list of model names (or {name, label, hdr, hdr_lambda})");
+  std::set<std::string> model_labels;
+  for (const auto& m : models) {
+    c.models.push_back(parse_model(m, source));
+    SAFEDEC_CHECK(model_labels.insert(c.models.back().label).second, where(source, m), ": model label '",
+                  c.models.back().label, "' appears twice; give one a `label`");
+  }
+
+  YAML::Node methods = k.get("methods");
+  SAFEDEC_CHECK(methods && methods.IsSequence() && methods.size() > 0, where(source, root),
+                ": `methods` must be a non-empty list of method names or {name, label, config, set, grid}");
+  for (const auto& m : methods) parse_method_entry(m, source, c.methods);
+  std::set<std::string> labels;
+  for (const auto& m : c.methods)
+    SAFEDEC_CHECK(labels.insert(m.label).second, source, ": method label '", m.label,
+                  "' appears twice; give the entries different `label`s");
+
+  YAML::Node datasets = k.get("datasets");
+  SAFEDEC_CHECK(datasets && datasets.IsSequence() && datasets.size() > 0, where(source, root),
+                ": `datasets` must be a non-empty list of dataset names");
+  for (const auto& d : datasets) {
+    const std::string name = d.as<std::string>();
+    SAFEDEC_CHECK(registry.contains(name), where(source, d), ": unknown dataset '", name,
+                  "'; known datasets: ", join(registry.names()));
+    try {
+      check_dataset_use(registry.get(name), DatasetUse::Evaluate);
+    } catch (const Error& e) {
+      fail(where(source, d), ": ", e.what());
+    }
+    SAFEDEC_CHECK(std::find(c.datasets.begin(), c.datasets.end(), name) == c.datasets.end(), where(source, d),
+                  ": dataset '", name, "' is listed twice");
+    c.datasets.push_back(name);
+  }
+
+  if (YAML::Node g = k.get("generation"); g && !g.IsNull()) {
+    Keys gk(g, source, "`generation`");
+    gk.read("max_new_tokens", c.generation.max_new_tokens);
+    gk.read("batch_size", c.generation.batch_size);
+    auto& s = c.generation.sampling;
+    s.seed = c.seed;
+    gk.read("temperature", s.temperature);
+    gk.read("top_k", s.top_k);
+    gk.read("top_p", s.top_p);
+    gk.read("min_p", s.min_p);
+    gk.read("repetition_penalty", s.repetition_penalty);
+    gk.read("seed", s.seed);
+    gk.finish();
+    SAFEDEC_CHECK(c.generation.max_new_tokens >= 1, where(source, g), ": generation.max_new_tokens must be >= 1");
+    SAFEDEC_CHECK(c.generation.batch_size >= 1, where(source, g), ": generation.batch_size must be >= 1");
+    try {
+      s.validate();
+    } catch (const Error& e) {
+      fail(where(source, g), ": generation: ", e.what());
+    }
+  } else {
+    c.generation.sampling.seed = c.seed;
+  }
+  if (YAML::Node r = k.get("ref_nll"); r && !r.IsNull()) {
+    Keys rk(r, source, "`ref_nll`");
+    rk.read("enabled", c.ref_nll.enabled);
+    rk.read("max_tokens", c.ref_nll.max_tokens);
+    rk.finish();
+    SAFEDEC_CHECK(c.ref_nll.max_tokens >= 1, where(source, r), ": ref_nll.max_tokens must be >= 1");
+  }
+  if (YAML::Node j = k.get("judge_options"); j && !j.IsNull()) {
+    Keys jk(j, source, "`judge_options`");
+    jk.read("keywords", c.judge_options.keywords_path);
+    if (YAML::Node p = jk.get("params"); p && p.IsMap())
+      for (const auto& kv : p) c.judge_options.params[kv.first.as<std::string>()] = scalar_text(kv.second);
+    jk.finish();
+    if (!c.judge_options.keywords_path.empty())
+      c.judge_options.keywords_path = resolve_config_path(c.judge_options.keywords_path);
+  }
+  k.finish();
+  SAFEDEC_CHECK(JudgeRegistry::global().contains(c.judge), source, ": unknown judge '", c.judge,
+                "'; known judges: ", join(JudgeRegistry::global().names()));
+  return c;
+}
+
+EvalConfig load_eval_config(const std::string& path, const DatasetRegistry& registry) {
+  std::ifstream in(path);
+  SAFEDEC_CHECK(in.good(), "cannot open the eval config ", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_eval_config(ss.str(), path, registry);
+}
+
+YAML::Node EvalConfig::resolved() const {
+  YAML::Node n(YAML::NodeType::Map);
+  n["name"] = name;
+  n["seed"] = seed;
+  n["limit"] = limit;
+  n["judge"] = judge;
+  YAML::Node jo(YAML::NodeType::Map);
+  jo["keywords"] = judge_options.keywords_path.empty() ? default_keyword_list_path() : judge_options.keywords_path;
+  for (const auto& kv : judge_options.params) jo["params"][kv.first] = kv.second;
+  n["judge_options"] = jo;
+  for (const auto& m : models) {
+    YAML::Node e(YAML::NodeType::Map);
+    e["name"] = m.name;
+    e["label"] = m.label;
+    e["hdr"] = m.hdr;
+    e["hdr_lambda"] = m.hdr_lambda;
+    e["chat_template"] = m.chat_template;
+    n["models"].push_back(e);
+  }
+  for (const auto& m : methods) {
+    YAML::Node e(YAML::NodeType::Map);
+    e["label"] = m.label;
+    e["config"] = YAML::Load(m.config.dump());
+    n["methods"].push_back(e);
+  }
+  for (const auto& d : datasets) n["datasets"].push_back(d);
+  const auto& s = generation.sampling;
+  n["generation"]["max_new_tokens"] = generation.max_new_tokens;
+  n["generation"]["batch_size"] = generation.batch_size;
+  n["generation"]["temperature"] = s.temperature;
+  n["generation"]["top_k"] = s.top_k;
+  n["generation"]["top_p"] = s.top_p;
+  n["generation"]["min_p"] = s.min_p;
+  n["generation"]["repetition_penalty"] = s.repetition_penalty;
+  n["generation"]["seed"] = s.seed;
+  n["ref_nll"]["enabled"] = ref_nll.enabled;
+  n["ref_nll"]["max_tokens"] = ref_nll.max_tokens;
+  return n;
+}
+
+}  // namespace safedec

@@ -1,0 +1,77 @@
+// Evaluation run configuration (`safedec eval --config FILE`): models x methods (with parameter
+// grids) x datasets, generation settings, judge and reference-NLL settings. Parsed from YAML in
+// one place, validated with line/column messages, expanded into a stable list of cells and
+// rendered back as the resolved config that a run directory records.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "decoding/processors.h"
+#include "decoding/strategies/method_config.h"
+#include "eval/dataset.h"
+#include "eval/judge.h"
+
+namespace safedec {
+
+struct EvalModelSpec {
+  std::string name;           // registered name (configs/models) or a model path
+  std::string label;          // name in results (default: name)
+  std::string hdr;            // optional harm-vector artifact subtracted at load (HDR)
+  double hdr_lambda = 3.0;
+  std::string chat_template;  // "" = the registry's choice
+};
+
+// One method variant = one column of results. A `grid` entry in the YAML expands into several.
+struct EvalMethodSpec {
+  std::string label;        // unique; e.g. "acd" or "acd[alpha=0.25]"
+  std::string name;         // the registered method (plain, acd, ...)
+  MethodConfig config;      // fully resolved
+  std::string group;        // the YAML entry it came from (label without grid values)
+  std::vector<std::pair<std::string, std::string>> grid;  // this variant's grid values, in order
+};
+
+struct EvalGenerationSettings {
+  int64_t max_new_tokens = 128;
+  int64_t batch_size = 8;
+  SamplingParams sampling;  // default greedy
+};
+
+struct EvalRefNllSettings {
+  bool enabled = true;      // on datasets that have references (alpaca_eval_test)
+  int64_t max_tokens = 128; // reference answers are truncated to this many tokens
+};
+
+struct EvalConfig {
+  std::string name = "eval";
+  uint64_t seed = 0;        // dataset subsampling (and sampling, unless generation.seed is set)
+  size_t limit = 0;         // per dataset; 0 = every row
+  std::vector<EvalModelSpec> models;
+  std::vector<EvalMethodSpec> methods;
+  std::vector<std::string> datasets;
+  std::string judge = "keyword";
+  JudgeOptions judge_options;
+  EvalGenerationSettings generation;
+  EvalRefNllSettings ref_nll;
+  std::string source;       // the YAML file, for messages
+
+  // The resolved configuration: every default filled in, every method config expanded.
+  YAML::Node resolved() const;
+};
+
+// Parses an eval config. Malformed YAML and bad values throw safedec::Error naming the source,
+// line and column; unknown dataset/method/judge names list the known ones; train-only datasets
+// are refused. `registry` resolves dataset names.
+EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& source,
+                             const DatasetRegistry& registry);
+EvalConfig load_eval_config(const std::string& path, const DatasetRegistry& registry);
+
+// Overlays `value` at a dotted key ("steer.alpha") of a YAML mapping.
+void set_dotted(YAML::Node& node, const std::string& dotted_key, const YAML::Node& value);
+
+}  // namespace safedec

@@ -1,0 +1,507 @@
+#include "eval/runner.h"
+
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/jsonl.h"
+#include "decoding/model_bundle.h"
+#include "decoding/strategy_registry.h"
+#include "eval/progress.h"
+#include "eval/ref_nll.h"
+#include "eval/report.h"
+#include "eval/run_dir.h"
+#include "eval/sha256.h"
+#include "train/hdr.h"
+
+namespace safedec {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Cell {
+  size_t model = 0, method = 0, dataset = 0;
+};
+
+std::string cell_key(const std::string& model, const std::string& method, const std::string& dataset) {
+  return model + "\x1f" + method + "\x1f" + dataset;
+}
+
+// A file, or every regular file under a directory (HF model directories, PEFT adapters).
+void add_files(const std::string& path, std::vector<std::string>& out) {
+  if (path.empty() || !fs::exists(path)) return;
+  if (fs::is_directory(path)) {
+    std::vector<std::string> files;
+    for (const auto& e : fs::recursive_directory_iterator(path))
+      if (e.is_regular_file()) files.push_back(e.path().string());
+    std::sort(files.begin(), files.end());
+    out.insert(out.end(), files.begin(), files.end());
+  } else {
+    out.push_back(path);
+  }
+}
+
+// Artifact files a method reads (ICVs, soft prompts, adapters, probes, expert models).
+std::vector<std::string> method_artifacts(const MethodConfig& c) {
+  std::vector<std::string> paths;
+  auto add = [&](const std::string& p) {
+    if (p.empty()) return;
+    try {
+      add_files(resolve_artifact_path(p), paths);
+    } catch (const Error&) {
+      // Missing artifacts are reported by the method itself when it is built.
+    }
+  };
+  if (c.method == "steer") add(c.steer.icv);
+  if (c.method == "acd") {
+    if (c.acd.prompts == "soft") add(c.acd.soft_prompts);
+    if (c.acd.steer.enabled) add(c.acd.steer.icv);
+  }
+  if (c.method == "safedecoding" && c.safedecoding.expert == "lora") add(c.safedecoding.adapter);
+  if (c.method == "ngsd") {
+    if (c.ngsd.risk == "probe") add(c.ngsd.probe);
+    if (c.ngsd.steer.enabled) add(c.ngsd.steer.icv);
+    if (c.ngsd.expert == "model") {
+      try {
+        add_files(resolve_model(c.ngsd.expert_model).path, paths);
+      } catch (const Error&) {
+      }
+    }
+  }
+  return paths;
+}
+
+std::string fmt_rate(double x) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3f", x);
+  return b;
+}
+
+// Pooled ASR over the harmful datasets of one (model, method), and the over-refusal rate.
+SweepPoint sweep_point(const std::vector<ResultRow>& rows, const std::string& model, const std::string& method,
+                       double value, const std::string& probe) {
+  SweepPoint p;
+  p.value = value;
+  size_t n = 0, refused = 0;
+  for (const auto& r : rows) {
+    if (r.model != model || r.method != method) continue;
+    if (r.metrics.asr) {
+      n += r.metrics.n;
+      refused += r.metrics.n_refused;
+    }
+    if (r.dataset == probe) p.over_refusal = r.metrics.refusal_rate;
+  }
+  if (n > 0) p.asr = 1.0 - static_cast<double>(refused) / static_cast<double>(n);
+  return p;
+}
+
+// Per-row decode seconds: the batch's decode time shared in proportion to each row's new tokens
+// (rows of one batch decode together, so only the share is meaningful).
+std::vector<double> share_seconds(const std::vector<GenerationResult>& results, double seconds) {
+  size_t total = 0;
+  for (const auto& r : results) total += r.tokens.size();
+  std::vector<double> out(results.size(), 0.0);
+  for (size_t i = 0; i < results.size(); ++i)
+    out[i] = total == 0 ? seconds / static_cast<double>(results.size())
+                        : seconds * static_cast<double>(results[i].tokens.size()) / static_cast<double>(total);
+  return out;
+}
+
+// Swappable trace destination: one JSONL file per (model, method, dataset) cell.
+struct TraceFile {
+  std::shared_ptr<std::ofstream> out;
+};
+
+std::optional<GateTrace> read_gate_trace(const std::string& path, double theta, const std::string& caption) {
+  if (!fs::exists(path)) return std::nullopt;
+  GateTrace t;
+  t.theta = theta;
+  std::string first_id;
+  std::map<int64_t, json> by_step;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("id") || !j.contains("step")) continue;
+    const std::string id = j["id"].is_string() ? j["id"].get<std::string>() : j["id"].dump();
+    if (first_id.empty()) first_id = id;
+    if (id != first_id) continue;
+    by_step[j["step"].get<int64_t>()] = j;
+  }
+  if (by_step.empty()) return std::nullopt;
+  for (const auto& [step, j] : by_step) {
+    t.tv.push_back(j.value("tv", 0.0));
+    t.potential.push_back(j.value("potential", 0.0));
+    t.spike.push_back(j.value("spike", false));
+  }
+  t.caption = caption + " #" + first_id;
+  return t;
+}
+
+}  // namespace
+
+std::string format_results_table(const std::vector<ResultRow>& rows) {
+  size_t wm = 5, wd = 7, wmod = 5;
+  for (const auto& r : rows) {
+    wm = std::max(wm, r.method.size());
+    wd = std::max(wd, r.dataset.size());
+    wmod = std::max(wmod, r.model.size());
+  }
+  std::ostringstream o;
+  char buf[512];
+  std::snprintf(buf, sizeof buf, "%-*s  %-*s  %-*s  %5s  %8s  %15s  %6s  %7s  %8s  %9s\n", static_cast<int>(wmod),
+                "model", static_cast<int>(wm), "method", static_cast<int>(wd), "dataset", "n", "refusal", "95% CI",
+                "ASR", "ref_nll", "new_tok", "dec_tok/s");
+  o << buf;
+  for (const auto& r : rows) {
+    const auto& m = r.metrics;
+    const std::string ci = "[" + fmt_rate(m.refusal_ci95.lo) + "," + fmt_rate(m.refusal_ci95.hi) + "]";
+    const std::string asr = m.asr ? fmt_rate(*m.asr) : "-";
+    char nll[32] = "-", rate[32] = "-";
+    if (m.ref_nll) std::snprintf(nll, sizeof nll, "%.3f", *m.ref_nll);
+    if (m.decode_tok_s) std::snprintf(rate, sizeof rate, "%.1f", *m.decode_tok_s);
+    std::snprintf(buf, sizeof buf, "%-*s  %-*s  %-*s  %5zu  %8s  %15s  %6s  %7s  %8.1f  %9s\n",
+                  static_cast<int>(wmod), r.model.c_str(), static_cast<int>(wm), r.method.c_str(),
+                  static_cast<int>(wd), r.dataset.c_str(), m.n, fmt_rate(m.refusal_rate).c_str(), ci.c_str(),
+                  asr.c_str(), nll, m.mean_new_tokens, rate);
+    o << buf;
+  }
+  return o.str();
+}
+
+EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
+  std::ostream& log = options.log ? *options.log : std::cerr;
+  SAFEDEC_CHECK(!options.out_dir.empty(), "eval: --out DIR is required");
+  if (options.limit > 0) config.limit = options.limit;
+  if (options.threads > 0) torch::set_num_threads(options.threads);
+
+  // Datasets first: a missing or malformed file fails before any model is loaded.
+  const DatasetRegistry registry = DatasetRegistry::builtin();
+  std::vector<Dataset> datasets;
+  for (const auto& name : config.datasets) {
+    const DatasetSpec& spec = registry.get(name);
+    check_dataset_use(spec, DatasetUse::Evaluate);
+    DatasetLoadOptions lo;
+    lo.limit = config.limit;
+    lo.seed = config.seed;
+    datasets.push_back(load_dataset(spec, lo));
+    SAFEDEC_CHECK(!datasets.back().examples.empty(), "dataset '", name, "' has no rows after filtering (files: ",
+                  datasets.back().files.empty() ? std::string("none") : datasets.back().files.front(), ")");
+  }
+  const auto judge = make_judge(config.judge, config.judge_options);
+
+  // Cells in a stable order: model, then method, then dataset, as listed in the config.
+  std::vector<Cell> cells;
+  for (size_t mo = 0; mo < config.models.size(); ++mo)
+    for (size_t me = 0; me < config.methods.size(); ++me)
+      for (size_t d = 0; d < datasets.size(); ++d) cells.push_back({mo, me, d});
+
+  RunDirOptions ro;
+  ro.resume = options.resume;
+  ro.force = options.force;
+  RunDirectory run = RunDirectory::open(options.out_dir, config.resolved(), ro);
+  if (run.resumed()) {
+    std::string diag;
+    for (const auto& p : {run.results_path(), run.generations_path(), run.path() + "/ref_nll.jsonl"})
+      if (repair_torn_tail(p, &diag)) log << "[eval] resume: " << diag << "\n";
+  }
+
+  // Manifest: versions, seeds, hashes of models, datasets and method artifacts.
+  {
+    ManifestInputs mi;
+    mi.seeds["sample"] = config.seed;
+    mi.seeds["sampling"] = config.generation.sampling.seed;
+    for (const auto& m : config.models) {
+      add_files(resolve_model(m.name).path, mi.model_files);
+      add_files(m.hdr, mi.model_files);
+    }
+    for (const auto& d : datasets) mi.dataset_files.insert(mi.dataset_files.end(), d.files.begin(), d.files.end());
+    json artifacts = json::array();
+    for (const auto& m : config.methods)
+      for (const auto& f : method_artifacts(m.config))
+        artifacts.push_back({{"method", m.label}, {"path", fs::absolute(f).string()}, {"sha256", sha256_file(f)}});
+    mi.extra["artifacts"] = artifacts;
+    mi.extra["torch_version"] = TORCH_VERSION;
+    mi.extra["threads"] = torch::get_num_threads();
+    mi.extra["command"] = options.command;
+    mi.extra["config_source"] = config.source;
+    mi.extra["resumed"] = run.resumed();
+    run.write_manifest(mi);
+  }
+
+  std::set<std::string> done_cells;
+  for (const auto& r : read_results(run.results_path())) done_cells.insert(cell_key(r.model, r.method, r.dataset));
+  std::vector<GenerationRow> generations = read_generations(run.generations_path());
+
+  EvalRunSummary summary;
+  summary.cells_total = cells.size();
+  const std::string ref_path = run.path() + "/ref_nll.jsonl";
+  const std::string trace_dir = run.path() + "/traces";
+
+  size_t cell_index = 0;
+  for (size_t mo = 0; mo < config.models.size(); ++mo) {
+    const EvalModelSpec& model_spec = config.models[mo];
+    auto cell_done = [&](size_t me, size_t d) {
+      return done_cells.count(cell_key(model_spec.label, config.methods[me].label, datasets[d].spec.name)) > 0;
+    };
+    bool model_needed = false;
+    for (size_t me = 0; me < config.methods.size(); ++me)
+      for (size_t d = 0; d < datasets.size(); ++d) model_needed = model_needed || !cell_done(me, d);
+    if (!model_needed) {
+      const size_t n = config.methods.size() * datasets.size();
+      summary.cells_skipped += n;
+      cell_index += n;
+      continue;
+    }
+    log << "[eval] loading model " << model_spec.label << "\n";
+    ModelBundle bundle = load_model_bundle(model_spec.name, LoadOptions{}, model_spec.chat_template);
+    if (!model_spec.hdr.empty()) {
+      const int64_t n = apply_harm_vector(*bundle.model, model_spec.hdr, model_spec.hdr_lambda);
+      log << "[eval] HDR: subtracted " << model_spec.hdr_lambda << " x " << model_spec.hdr << " from " << n
+          << " tensors\n";
+    }
+    for (size_t me = 0; me < config.methods.size(); ++me) {
+      const EvalMethodSpec& method = config.methods[me];
+      bool method_needed = false;
+      for (size_t d = 0; d < datasets.size(); ++d) method_needed = method_needed || !cell_done(me, d);
+      if (!method_needed) {
+        summary.cells_skipped += datasets.size();
+        cell_index += datasets.size();
+        continue;
+      }
+      auto trace = std::make_shared<TraceFile>();
+      TraceSink sink;
+      if (method.name == "ngsd")
+        sink = [trace](const json& j) {
+          if (trace->out) *trace->out << j.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
+        };
+      MethodFactory factory(method.config, bundle, sink);
+      log << "[eval] method " << method.label << ": " << factory.describe() << "\n";
+
+      for (size_t d = 0; d < datasets.size(); ++d, ++cell_index) {
+        const Dataset& ds = datasets[d];
+        const std::string& dname = ds.spec.name;
+        if (cell_done(me, d)) {
+          ++summary.cells_skipped;
+          continue;
+        }
+        const std::set<std::string> have = completed_ids(generations, model_spec.label, method.label, dname);
+        std::vector<const Example*> todo;
+        for (const auto& ex : ds.examples)
+          if (!have.count(ex.id)) todo.push_back(&ex);
+        if (sink) {
+          fs::create_directories(trace_dir);
+          trace->out = std::make_shared<std::ofstream>(
+              trace_dir + "/" + model_spec.label + "__" + method.label + "__" + dname + ".jsonl", std::ios::app);
+        }
+        const std::string label = "[" + std::to_string(cell_index + 1) + "/" + std::to_string(cells.size()) + "] " +
+                                  method.label + " x " + dname;
+        const bool want_nll = config.ref_nll.enabled && !ds.spec.reference_field.empty();
+        ProgressBar bar(label, ds.examples.size() * (want_nll ? 2 : 1));
+        bar.tick(have.size(), have.empty() ? "" : "resumed");
+
+        GenerationOptions gopt = bundle.generation_options();
+        gopt.max_new_tokens = config.generation.max_new_tokens;
+        gopt.sampling = config.generation.sampling;
+        Generator gen(gopt);
+        const size_t B = static_cast<size_t>(config.generation.batch_size);
+        size_t done_in_cell = have.size();
+        for (size_t first = 0; first < todo.size(); first += B) {
+          const size_t last = std::min(todo.size(), first + B);
+          std::vector<StrategyPrompt> prompts;
+          for (size_t i = first; i < last; ++i) {
+            const Example& ex = *todo[i];
+            prompts.push_back(bundle.make_prompt(
+                ex.id, ex.prompt, ex.system.empty() ? std::nullopt : std::optional<std::string>(ex.system)));
+          }
+          std::vector<GenerationResult> results;
+          GenerationStats stats;
+          {
+            torch::InferenceMode guard;
+            auto strategy = factory.make();
+            results = gen.run(*strategy, prompts, &stats);
+          }
+          const auto secs = share_seconds(results, stats.decode_seconds);
+          for (size_t i = 0; i < results.size(); ++i) {
+            const Example& ex = *todo[first + i];
+            const Verdict v = judge->judge(ex.prompt, results[i].text);
+            GenerationRow g;
+            g.id = ex.id;
+            g.model = model_spec.label;
+            g.method = method.label;
+            g.dataset = dname;
+            g.output = results[i].text;
+            g.finish_reason = results[i].finish_reason;
+            g.new_tokens = results[i].tokens.size();
+            g.decode_seconds = secs[i];
+            g.refused = v.refused;
+            g.judge_reason = v.reason;
+            append_jsonl(run.generations_path(), to_json(g));
+            generations.push_back(std::move(g));
+          }
+          done_in_cell += results.size();
+          const double rate = stats.decode_seconds > 0 ? stats.new_tokens / stats.decode_seconds : 0.0;
+          char note[48];
+          std::snprintf(note, sizeof note, "%.1f tok/s", rate);
+          bar.tick(results.size(), note);
+          if (options.after_batch) options.after_batch(cell_index, done_in_cell);
+        }
+
+        MetricsAccumulator acc =
+            accumulate_generations(generations, model_spec.label, method.label, dname, ds.spec.harmful,
+                                   ds.spec.over_refusal_probe);
+        if (want_nll) {
+          // Reference NLL, teacher-forced through the method; per-example rows make it resumable.
+          std::map<std::string, RefNll> scored;
+          for (const auto& j : read_jsonl(ref_path, /*missing_ok=*/true).rows) {
+            if (j.value("model", "") != model_spec.label || j.value("method", "") != method.label ||
+                j.value("dataset", "") != dname)
+              continue;
+            RefNll r;
+            r.nll_sum = j.at("nll_sum").get<double>();
+            r.tokens = j.at("tokens").get<int64_t>();
+            r.floored = j.value("floored", int64_t{0});
+            scored[j.at("id").get<std::string>()] = r;
+          }
+          std::vector<const Example*> nll_todo;
+          for (const auto& ex : ds.examples)
+            if (!scored.count(ex.id) && ex.reference && !ex.reference->empty()) nll_todo.push_back(&ex);
+          bar.tick(ds.examples.size() - nll_todo.size());  // already scored, or no reference
+          for (size_t first = 0; first < nll_todo.size(); first += B) {
+            const size_t last = std::min(nll_todo.size(), first + B);
+            std::vector<StrategyPrompt> prompts;
+            std::vector<std::vector<int32_t>> refs;
+            std::vector<const Example*> batch;
+            for (size_t i = first; i < last; ++i) {
+              const Example& ex = *nll_todo[i];
+              std::vector<int32_t> ids = bundle.tokenizer->encode(*ex.reference, /*add_special=*/false);
+              if (ids.empty()) continue;
+              if (static_cast<int64_t>(ids.size()) > config.ref_nll.max_tokens)
+                ids.resize(static_cast<size_t>(config.ref_nll.max_tokens));
+              prompts.push_back(bundle.make_prompt(
+                  ex.id, ex.prompt, ex.system.empty() ? std::nullopt : std::optional<std::string>(ex.system)));
+              refs.push_back(std::move(ids));
+              batch.push_back(&ex);
+            }
+            if (!prompts.empty()) {
+              std::vector<RefNll> out;
+              {
+                torch::InferenceMode guard;
+                auto strategy = factory.make();
+                out = teacher_forced_nll(*strategy, prompts, refs);
+              }
+              for (size_t i = 0; i < out.size(); ++i) {
+                append_jsonl(ref_path, json{{"id", batch[i]->id},
+                                            {"model", model_spec.label},
+                                            {"method", method.label},
+                                            {"dataset", dname},
+                                            {"nll_sum", out[i].nll_sum},
+                                            {"tokens", out[i].tokens},
+                                            {"floored", out[i].floored}});
+                scored[batch[i]->id] = out[i];
+              }
+            }
+            bar.tick(last - first, "ref NLL");
+          }
+          int64_t floored = 0;
+          for (const auto& ex : ds.examples) {
+            auto it = scored.find(ex.id);
+            if (it == scored.end()) continue;
+            acc.add_reference_nll(it->second.nll_sum, static_cast<size_t>(it->second.tokens));
+            floored += it->second.floored;
+          }
+          if (floored > 0)
+            log << "[eval] " << method.label << " x " << dname << ": " << floored
+                << " reference tokens had probability < 1e-9 under the method and were scored at -log(1e-9)\n";
+        }
+        bar.finish();
+        if (trace->out) trace->out.reset();
+        SAFEDEC_CHECK(acc.count() == ds.examples.size(), "internal: cell ", method.label, " x ", dname, " has ",
+                      acc.count(), " generations for ", ds.examples.size(), " examples");
+        ResultRow row;
+        row.model = model_spec.label;
+        row.method = method.label;
+        row.dataset = dname;
+        row.judge = judge->name();
+        row.metrics = acc.summary();
+        append_jsonl(run.results_path(), to_json(row));
+        done_cells.insert(cell_key(row.model, row.method, row.dataset));
+        log << "[eval] " << label << ": n " << row.metrics.n << ", refusal " << fmt_rate(row.metrics.refusal_rate)
+            << (row.metrics.ref_nll ? ", ref NLL " + fmt_rate(*row.metrics.ref_nll) : std::string()) << "\n";
+      }
+    }
+  }
+
+  // Results in cell order (the file holds them in completion order, possibly over several runs).
+  std::map<std::string, ResultRow> by_key;
+  for (const auto& r : read_results(run.results_path())) by_key[cell_key(r.model, r.method, r.dataset)] = r;
+  for (const auto& c : cells) {
+    auto it = by_key.find(cell_key(config.models[c.model].label, config.methods[c.method].label,
+                                   datasets[c.dataset].spec.name));
+    SAFEDEC_CHECK(it != by_key.end(), "internal: no result for a finished cell");
+    summary.rows.push_back(it->second);
+  }
+
+  ReportInputs ri;
+  ri.title = "safedec evaluation: " + config.name;
+  ri.rows = summary.rows;
+  // Parameter sweeps: method entries with a one-key numeric grid, per model.
+  for (const auto& m : config.models) {
+    std::map<std::string, std::vector<const EvalMethodSpec*>> groups;
+    for (const auto& me : config.methods)
+      if (me.grid.size() == 1) groups[me.group].push_back(&me);
+    for (const auto& [group, members] : groups) {
+      if (members.size() < 2) continue;
+      std::vector<SweepPoint> pts;
+      bool numeric = true;
+      for (const auto* me : members) {
+        char* end = nullptr;
+        const double v = std::strtod(me->grid[0].second.c_str(), &end);
+        if (end == me->grid[0].second.c_str()) numeric = false;
+        pts.push_back(sweep_point(summary.rows, m.label, me->label, v, "xstest_safe"));
+      }
+      if (!numeric) continue;
+      const std::string name = group + " " + members[0]->grid[0].first + (config.models.size() > 1 ? " " + m.label : "");
+      ri.sweeps.emplace_back(name, pts);
+    }
+  }
+  // Gate activity along one response of the first NGSD method on the first harmful dataset.
+  for (const auto& me : config.methods) {
+    if (me.name != "ngsd" || ri.gate_trace) continue;
+    for (const auto& d : datasets) {
+      if (!d.spec.harmful) continue;
+      ri.gate_trace = read_gate_trace(
+          trace_dir + "/" + config.models[0].label + "__" + me.label + "__" + d.spec.name + ".jsonl",
+          me.config.ngsd.theta, config.models[0].label + ", " + me.label + ", " + d.spec.name);
+      if (ri.gate_trace) break;
+    }
+  }
+  std::ostringstream info;
+  info << "Command: `" << options.command << "`\n\nConfig: `" << config.source << "` (resolved copy: "
+       << "`config.resolved.yaml`; versions, seeds and SHA-256 of models, datasets and artifacts: "
+       << "`manifest.json`). Per-dataset limit: " << (config.limit == 0 ? std::string("all rows") : std::to_string(config.limit))
+       << " (seeded sample, seed " << config.seed << "). Generation: greedy=" << (config.generation.sampling.greedy() ? "yes" : "no")
+       << ", max_new_tokens " << config.generation.max_new_tokens << ", batch " << config.generation.batch_size
+       << ". Reference NLL: reference answers truncated to " << config.ref_nll.max_tokens
+       << " tokens; tokens a method makes impossible are scored at -log(1e-9).";
+  ri.run_info = info.str();
+  write_report(run.path(), ri);
+  summary.report_path = run.report_path();
+  return summary;
+}
+
+}  // namespace safedec

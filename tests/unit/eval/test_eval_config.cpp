@@ -1,0 +1,155 @@
+// Eval configs: grids expand in a stable order with readable labels, method keys overlay the
+// method's defaults, bad input names the line/column and lists the known names, train-only sets
+// are refused, and the resolved config is stable.
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "eval/eval_config.h"
+#include "eval/run_dir.h"
+
+using namespace safedec;
+
+namespace {
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+EvalConfig parse(const std::string& text) { return parse_eval_config(text, "test.yaml", DatasetRegistry::builtin()); }
+
+const char* kGood = R"(name: t
+seed: 3
+limit: 5
+models: [smollm2-135m-instruct]
+methods:
+  - plain
+  - name: acd
+    set: {variant: null_ap}
+    grid:
+      alpha: [0.25, 1.0]
+  - name: steer
+    label: steer-paper
+    set: {form: paper, alpha: 0.2}
+datasets: [advbench, xstest_safe, alpaca_eval_test]
+generation: {max_new_tokens: 16, batch_size: 2}
+ref_nll: {max_tokens: 32}
+)";
+}  // namespace
+
+TEST(EvalConfig, GridExpandsInStableOrderWithOverrides) {
+  EvalConfig c = parse(kGood);
+  EXPECT_EQ(c.name, "t");
+  EXPECT_EQ(c.seed, 3u);
+  EXPECT_EQ(c.limit, 5u);
+  ASSERT_EQ(c.models.size(), 1u);
+  EXPECT_EQ(c.models[0].label, "smollm2-135m-instruct");
+  ASSERT_EQ(c.methods.size(), 4u);
+  EXPECT_EQ(c.methods[0].label, "plain");
+  EXPECT_EQ(c.methods[1].label, "acd[alpha=0.25]");
+  EXPECT_EQ(c.methods[2].label, "acd[alpha=1.0]");
+  EXPECT_EQ(c.methods[1].group, "acd");
+  EXPECT_DOUBLE_EQ(c.methods[1].config.acd.alpha, 0.25);
+  EXPECT_DOUBLE_EQ(c.methods[2].config.acd.alpha, 1.0);
+  EXPECT_EQ(c.methods[2].config.acd.variant, "null_ap") << "`set` applies to every grid point";
+  EXPECT_EQ(c.methods[1].config.acd.prompts, "manual") << "unset keys keep configs/methods/acd.yaml's values";
+  EXPECT_EQ(c.methods[3].label, "steer-paper");
+  EXPECT_EQ(c.methods[3].config.steer.form, "paper");
+  EXPECT_DOUBLE_EQ(c.methods[3].config.steer.alpha, 0.2);
+  EXPECT_EQ(c.datasets, (std::vector<std::string>{"advbench", "xstest_safe", "alpaca_eval_test"}));
+  EXPECT_EQ(c.generation.max_new_tokens, 16);
+  EXPECT_EQ(c.generation.batch_size, 2);
+  EXPECT_TRUE(c.generation.sampling.greedy());
+  EXPECT_EQ(c.generation.sampling.seed, 3u) << "the sampling seed defaults to the run seed";
+  EXPECT_EQ(c.ref_nll.max_tokens, 32);
+}
+
+TEST(EvalConfig, TwoKeyGridIsTheCartesianProductLastKeyFastest) {
+  EvalConfig c = parse(R"(models: [smollm2-135m-instruct]
+methods:
+  - name: ngsd
+    grid: {alpha: [0.2, 0.8], tau: [4, 8]}
+datasets: [advbench]
+)");
+  std::vector<std::string> labels;
+  for (const auto& m : c.methods) labels.push_back(m.label);
+  EXPECT_EQ(labels, (std::vector<std::string>{"ngsd[alpha=0.2,tau=4]", "ngsd[alpha=0.2,tau=8]",
+                                              "ngsd[alpha=0.8,tau=4]", "ngsd[alpha=0.8,tau=8]"}));
+  EXPECT_DOUBLE_EQ(c.methods[3].config.ngsd.alpha, 0.8);
+  EXPECT_DOUBLE_EQ(c.methods[3].config.ngsd.tau, 8.0);
+}
+
+TEST(EvalConfig, DottedKeysReachNestedMaps) {
+  YAML::Node n = YAML::Load("alpha: 0.5");
+  set_dotted(n, "steer.alpha", YAML::Node(0.3));
+  set_dotted(n, "steer.icv", YAML::Node("x.safetensors"));
+  EXPECT_DOUBLE_EQ(n["steer"]["alpha"].as<double>(), 0.3);
+  EXPECT_EQ(n["steer"]["icv"].as<std::string>(), "x.safetensors");
+  EXPECT_DOUBLE_EQ(n["alpha"].as<double>(), 0.5);
+}
+
+TEST(EvalConfig, MalformedYamlNamesLineAndColumn) {
+  const std::string m = message_of([] { parse("models: [smollm2-135m-instruct\nmethods: [plain]\n"); });
+  EXPECT_NE(m.find("test.yaml:"), std::string::npos) << m;
+  EXPECT_NE(m.find("malformed YAML"), std::string::npos) << m;
+  const std::string tab = message_of([] { parse("models:\n\t- x\n"); });
+  EXPECT_NE(tab.find("malformed YAML"), std::string::npos) << tab;
+}
+
+TEST(EvalConfig, UnknownKeysNamesAndTrainSetsAreRefused) {
+  const std::string base = "models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [advbench]\n";
+  std::string m = message_of([&] { parse(base + "limt: 4\n"); });
+  EXPECT_NE(m.find("test.yaml:4:1"), std::string::npos) << "line and column of the bad key: " << m;
+  EXPECT_NE(m.find("unknown key `limt`"), std::string::npos) << m;
+
+  m = message_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [advbenc]\n"); });
+  EXPECT_NE(m.find("unknown dataset 'advbenc'"), std::string::npos) << m;
+  EXPECT_NE(m.find("xstest_safe"), std::string::npos) << "lists the known datasets: " << m;
+  EXPECT_NE(m.find("test.yaml:3:"), std::string::npos) << m;
+
+  m = message_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plian]\ndatasets: [advbench]\n"); });
+  EXPECT_NE(m.find("unknown method 'plian'"), std::string::npos) << m;
+  EXPECT_NE(m.find("safedecoding"), std::string::npos) << m;
+
+  m = message_of([] { parse("models: [no-such-model]\nmethods: [plain]\ndatasets: [advbench]\n"); });
+  EXPECT_NE(m.find("unknown model 'no-such-model'"), std::string::npos) << m;
+  EXPECT_NE(m.find("smollm2-135m-instruct"), std::string::npos) << m;
+
+  m = message_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [donotanswer]\n"); });
+  EXPECT_NE(m.find("donotanswer"), std::string::npos) << m;
+  EXPECT_NE(m.find("train"), std::string::npos) << "evaluating on a training pool is refused: " << m;
+
+  m = message_of([&] { parse(base + "judge: gpt4\n"); });
+  EXPECT_NE(m.find("unknown judge 'gpt4'"), std::string::npos) << m;
+  EXPECT_NE(m.find("keyword"), std::string::npos) << m;
+
+  m = message_of([] {
+    parse("models: [smollm2-135m-instruct]\nmethods:\n  - name: acd\n    set: {alpah: 1}\ndatasets: [advbench]\n");
+  });
+  EXPECT_NE(m.find("alpah"), std::string::npos) << "method keys are checked by the method parser: " << m;
+
+  m = message_of([] {
+    parse("models: [smollm2-135m-instruct]\nmethods: [plain, plain]\ndatasets: [advbench]\n");
+  });
+  EXPECT_NE(m.find("appears twice"), std::string::npos) << m;
+
+  m = message_of([&] { parse(base + "generation: {batch_size: 0}\n"); });
+  EXPECT_NE(m.find("batch_size"), std::string::npos) << m;
+
+  m = message_of([] { parse("methods: [plain]\ndatasets: [advbench]\n"); });
+  EXPECT_NE(m.find("`models`"), std::string::npos) << m;
+}
+
+TEST(EvalConfig, ResolvedConfigIsCompleteAndStable) {
+  const std::string a = canonical_yaml(parse(kGood).resolved());
+  const std::string b = canonical_yaml(parse(std::string("# same values, other layout\n") + kGood).resolved());
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a.find("acd[alpha=0.25]"), std::string::npos);
+  EXPECT_NE(a.find("opposite_prompt"), std::string::npos) << "method defaults are written out";
+  EXPECT_NE(a.find("max_new_tokens: 16"), std::string::npos) << a;
+  std::string changed = kGood;
+  changed.replace(changed.find("limit: 5"), 8, "limit: 6");
+  EXPECT_NE(a, canonical_yaml(parse(changed).resolved()));
+}
