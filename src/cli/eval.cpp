@@ -16,19 +16,21 @@ namespace {
 struct EvalArgs {
   std::string config, out;
   size_t limit = 0;
-  bool resume = false, force = false;
+  bool resume = false, force = false, report_only = false;
   int threads = 0;
   std::string command;
 };
 
 int run_eval_command(const EvalArgs& a) {
-  SAFEDEC_CHECK(!(a.resume && a.force), "give at most one of --resume and --force");
+  SAFEDEC_CHECK(int(a.resume) + int(a.force) + int(a.report_only) <= 1,
+                "give at most one of --resume, --force and --report-only");
   const EvalConfig config = load_eval_config(a.config, DatasetRegistry::builtin());
   EvalRunOptions o;
   o.out_dir = a.out;
   o.limit = a.limit;
   o.resume = a.resume;
   o.force = a.force;
+  o.report_only = a.report_only;
   o.threads = a.threads;
   o.command = a.command;
   size_t cells = config.models.size() * config.methods.size() * config.datasets.size();
@@ -54,11 +56,14 @@ Runner add_eval(CLI::App& app) {
   cmd->add_option("--limit", a->limit, "Seeded sample of N prompts per dataset (overrides the config's limit)");
   cmd->add_flag("--resume", a->resume, "Continue an interrupted run with the same resolved config");
   cmd->add_flag("--force", a->force, "Start over in a directory that holds another run");
+  cmd->add_flag("--report-only", a->report_only,
+                "Rewrite report.md (and print the table) from the finished cells of DIR; runs nothing");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   return [a] {
     a->command = "safedec eval --config " + a->config + " --out " + a->out +
                  (a->limit > 0 ? " --limit " + std::to_string(a->limit) : std::string()) +
-                 (a->resume ? " --resume" : "") + (a->force ? " --force" : "");
+                 (a->resume ? " --resume" : "") + (a->force ? " --force" : "") +
+                 (a->report_only ? " --report-only" : "");
     return run_eval_command(*a);
   };
 }

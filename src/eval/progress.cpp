@@ -50,7 +50,8 @@ std::string ProgressBar::format_duration(double s) {
 std::string ProgressBar::line(double now) const {
   const double elapsed = std::max(0.0, now - start_);
   // Rate only once time has passed: avoids dividing by ~0 right after construction.
-  const double rate = elapsed > 1e-6 ? done_ / elapsed : 0.0;
+  // Items skipped (already done on resume) count towards the fraction but not the rate.
+  const double rate = elapsed > 1e-6 ? static_cast<double>(done_ - skipped_) / elapsed : 0.0;
   std::string out = label_ + " ";
   char buf[128];
   if (total_ > 0) {
@@ -69,7 +70,7 @@ std::string ProgressBar::line(double now) const {
   out += buf;
   out += " elapsed " + format_duration(elapsed);
   if (total_ > 0 && done_ < total_)
-    out += " eta " + format_duration(done_ > 0 && rate > 0 ? (total_ - done_) / rate : NAN);
+    out += " eta " + format_duration(done_ > skipped_ && rate > 0 ? (total_ - done_) / rate : NAN);
   if (!note_.empty()) out += " | " + note_;
   return out;
 }
@@ -87,6 +88,7 @@ void ProgressBar::emit(double now, bool final_line) {
   }
   o.flush();
   last_emit_ = now;
+  emitted_done_ = done_;
 }
 
 void ProgressBar::tick(size_t n, const std::string& note) {
@@ -99,11 +101,20 @@ void ProgressBar::tick(size_t n, const std::string& note) {
   if (now - last_emit_ >= interval) emit(now, false);
 }
 
+void ProgressBar::skip(size_t n, const std::string& note) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (finished_) return;
+  done_ += n;
+  skipped_ += n;
+  if (!note.empty()) note_ = note;
+}
+
 void ProgressBar::finish() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (finished_) return;
   finished_ = true;
-  emit(options_.clock(), true);
+  // Plain mode: the last line already shows the final count unless something happened since.
+  if (tty_ || emitted_done_ != done_ || last_emit_ == start_) emit(options_.clock(), true);
 }
 
 size_t ProgressBar::done() const {

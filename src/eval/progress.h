@@ -32,6 +32,9 @@ class ProgressBar {
   // Adds `n` finished items; `note` (optional) is shown after the numbers, e.g. "gcg".
   void tick(size_t n = 1, const std::string& note = "");
   // Prints the final line (always) and ends the bar; further ticks are ignored.
+  // Counts n items as already done (e.g. finished before a resume): they fill the bar but do not
+  // enter the rate or the ETA.
+  void skip(size_t n, const std::string& note = "");
   void finish();
   size_t done() const;
 
@@ -49,6 +52,8 @@ class ProgressBar {
   double start_;
   double last_emit_;
   size_t done_ = 0;
+  size_t skipped_ = 0;
+  size_t emitted_done_ = static_cast<size_t>(-1);
   std::string note_;
   bool finished_ = false;
   size_t last_width_ = 0;

@@ -210,18 +210,21 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     for (size_t me = 0; me < config.methods.size(); ++me)
       for (size_t d = 0; d < datasets.size(); ++d) cells.push_back({mo, me, d});
 
+  if (options.report_only)
+    SAFEDEC_CHECK(fs::exists(options.out_dir + "/config.resolved.yaml"), "eval --report-only: ", options.out_dir,
+                  " holds no run (no config.resolved.yaml)");
   RunDirOptions ro;
-  ro.resume = options.resume;
+  ro.resume = options.resume || options.report_only;
   ro.force = options.force;
   RunDirectory run = RunDirectory::open(options.out_dir, config.resolved(), ro);
-  if (run.resumed()) {
+  if (run.resumed() && !options.report_only) {  // report-only may read a run still being written
     std::string diag;
     for (const auto& p : {run.results_path(), run.generations_path(), run.path() + "/ref_nll.jsonl"})
       if (repair_torn_tail(p, &diag)) log << "[eval] resume: " << diag << "\n";
   }
 
   // Manifest: versions, seeds, hashes of models, datasets and method artifacts.
-  {
+  if (!options.report_only) {
     ManifestInputs mi;
     mi.seeds["sample"] = config.seed;
     mi.seeds["sampling"] = config.generation.sampling.seed;
@@ -261,7 +264,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     bool model_needed = false;
     for (size_t me = 0; me < config.methods.size(); ++me)
       for (size_t d = 0; d < datasets.size(); ++d) model_needed = model_needed || !cell_done(me, d);
-    if (!model_needed) {
+    if (!model_needed || options.report_only) {
       const size_t n = config.methods.size() * datasets.size();
       summary.cells_skipped += n;
       cell_index += n;
@@ -312,7 +315,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
                                   method.label + " x " + dname;
         const bool want_nll = config.ref_nll.enabled && !ds.spec.reference_field.empty();
         ProgressBar bar(label, ds.examples.size() * (want_nll ? 2 : 1));
-        bar.tick(have.size(), have.empty() ? "" : "resumed");
+        bar.skip(have.size(), have.empty() ? "" : "resumed");
 
         GenerationOptions gopt = bundle.generation_options();
         gopt.max_new_tokens = config.generation.max_new_tokens;
@@ -380,7 +383,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
           std::vector<const Example*> nll_todo;
           for (const auto& ex : ds.examples)
             if (!scored.count(ex.id) && ex.reference && !ex.reference->empty()) nll_todo.push_back(&ex);
-          bar.tick(ds.examples.size() - nll_todo.size());  // already scored, or no reference
+          bar.skip(ds.examples.size() - nll_todo.size());  // already scored, or no reference
           for (size_t first = 0; first < nll_todo.size(); first += B) {
             const size_t last = std::min(nll_todo.size(), first + B);
             std::vector<StrategyPrompt> prompts;
@@ -452,7 +455,10 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   for (const auto& c : cells) {
     auto it = by_key.find(cell_key(config.models[c.model].label, config.methods[c.method].label,
                                    datasets[c.dataset].spec.name));
-    SAFEDEC_CHECK(it != by_key.end(), "internal: no result for a finished cell");
+    if (it == by_key.end()) {
+      SAFEDEC_CHECK(options.report_only, "internal: no result for a finished cell");
+      continue;  // --report-only on an unfinished run: the finished cells only
+    }
     summary.rows.push_back(it->second);
   }
 
@@ -498,6 +504,9 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
        << ", max_new_tokens " << config.generation.max_new_tokens << ", batch " << config.generation.batch_size
        << ". Reference NLL: reference answers truncated to " << config.ref_nll.max_tokens
        << " tokens; tokens a method makes impossible are scored at -log(1e-9).";
+  if (summary.rows.size() < cells.size())
+    info << "\n\n**Partial run:** " << summary.rows.size() << " of " << cells.size()
+         << " cells are finished; the others are missing from the table (continue with `--resume`).";
   ri.run_info = info.str();
   write_report(run.path(), ri);
   summary.report_path = run.report_path();

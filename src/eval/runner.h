@@ -20,6 +20,7 @@ struct EvalRunOptions {
   size_t limit = 0;        // > 0 overrides the config's `limit` (and becomes part of the resolved config)
   bool resume = false;
   bool force = false;
+  bool report_only = false;  // rewrite report.md from the finished cells of an existing run; runs nothing
   int threads = 0;         // 0 = LibTorch's default
   std::string command;     // the command line, recorded in the manifest and the report
   std::ostream* log = nullptr;  // progress and per-cell summaries (default std::cerr)

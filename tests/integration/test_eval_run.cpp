@@ -284,3 +284,29 @@ TEST(EvalRun, BadConfigsExitTwoWithClearMessages) {
   EXPECT_NE(text.find("xstest_safe"), std::string::npos) << text;
   EXPECT_FALSE(fs::exists(out + "/results.jsonl")) << "nothing is written for a bad dataset";
 }
+
+TEST(EvalRun, ReportOnlyRebuildsTheReportOfAPartialRun) {
+  safedec::require_cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
+  const std::string out = dir("partial");
+  fs::remove_all(out);
+  const std::string cfg = write_config("partial", R"(name: partial
+limit: 2
+models: [smollm2-135m-instruct]
+methods: [plain]
+datasets: [advbench, xstest_safe]
+generation: {max_new_tokens: 4, batch_size: 2}
+)");
+  ASSERT_EQ(run("eval --config " + cfg + " --out " + out + " --threads 1").code, 0);
+  // Drop the second cell's result line, as if the run had been stopped before it finished.
+  auto rows = read_lines(out + "/results.jsonl");
+  ASSERT_EQ(rows.size(), 2u);
+  std::ofstream(out + "/results.jsonl", std::ios::trunc) << rows[0].dump() << "\n";
+  fs::remove(out + "/report.md");
+  RunResult r = run("eval --config " + cfg + " --out " + out + " --report-only");
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::stringstream report;
+  report << std::ifstream(out + "/report.md").rdbuf();
+  EXPECT_NE(report.str().find("1 of 2 cells are finished"), std::string::npos) << report.str();
+  EXPECT_EQ(read_lines(out + "/results.jsonl").size(), 1u) << "report-only runs nothing";
+  EXPECT_EQ(run("eval --config " + cfg + " --out " + dir("no_such_run") + " --report-only").code, 2);
+}

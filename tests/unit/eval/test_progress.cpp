@@ -78,3 +78,25 @@ TEST(Progress, UnknownTotalShowsCountOnly) {
   bar.finish();
   EXPECT_EQ(out.str(), "items 8 2.00 it/s elapsed 4s\n");
 }
+
+TEST(Progress, SkippedItemsFillTheBarButNotTheRateAndNoDuplicateFinalLine) {
+  std::ostringstream out;
+  double now = 0.0;
+  ProgressOptions o;
+  o.out = &out;
+  o.tty = 0;
+  o.plain_interval_s = 10;
+  o.clock = [&] { return now; };
+  {
+    ProgressBar bar("cell", 20, o);
+    bar.skip(10, "resumed");  // finished before the resume: instant, must not inflate the rate
+    now = 10;
+    bar.tick(5);  // 5 real items in 10 s: 0.5 it/s, 5 left -> 10 s
+    EXPECT_EQ(out.str(), "cell 15/20 (75%) 0.50 it/s elapsed 10s eta 10s | resumed\n");
+    now = 20;
+    bar.tick(5);
+    bar.finish();  // the line at 20/20 was just printed: not repeated
+  }
+  EXPECT_EQ(out.str(), "cell 15/20 (75%) 0.50 it/s elapsed 10s eta 10s | resumed\n"
+                       "cell 20/20 (100%) 0.50 it/s elapsed 20s | resumed\n");
+}
