@@ -54,34 +54,39 @@ void add_files(const std::string& path, std::vector<std::string>& out) {
   }
 }
 
-// Artifact files a method reads (ICVs, soft prompts, adapters, probes, expert models).
-std::vector<std::string> method_artifacts(const MethodConfig& c) {
-  std::vector<std::string> paths;
-  auto add = [&](const std::string& p) {
-    if (p.empty()) return;
-    try {
-      add_files(resolve_artifact_path(p), paths);
-    } catch (const Error&) {
-      // Missing artifacts are reported by the method itself when it is built.
-    }
-  };
-  if (c.method == "steer") add(c.steer.icv);
+// Artifact paths a method reads (ICVs, soft prompts, adapters, probes), as configured.
+std::vector<std::pair<std::string, std::string>> method_artifact_paths(const MethodConfig& c) {
+  std::vector<std::pair<std::string, std::string>> p;  // (what, path)
+  if (c.method == "steer") p.emplace_back("icv", c.steer.icv);
   if (c.method == "acd") {
-    if (c.acd.prompts == "soft") add(c.acd.soft_prompts);
-    if (c.acd.steer.enabled) add(c.acd.steer.icv);
+    if (c.acd.prompts == "soft") p.emplace_back("soft_prompts", c.acd.soft_prompts);
+    if (c.acd.steer.enabled) p.emplace_back("steer.icv", c.acd.steer.icv);
   }
-  if (c.method == "safedecoding" && c.safedecoding.expert == "lora") add(c.safedecoding.adapter);
+  if (c.method == "safedecoding" && c.safedecoding.expert == "lora") p.emplace_back("adapter", c.safedecoding.adapter);
   if (c.method == "ngsd") {
-    if (c.ngsd.risk == "probe") add(c.ngsd.probe);
-    if (c.ngsd.steer.enabled) add(c.ngsd.steer.icv);
-    if (c.ngsd.expert == "model") {
-      try {
-        add_files(resolve_model(c.ngsd.expert_model).path, paths);
-      } catch (const Error&) {
-      }
-    }
+    if (c.ngsd.risk == "probe") p.emplace_back("probe", c.ngsd.probe);
+    if (c.ngsd.steer.enabled) p.emplace_back("steer.icv", c.ngsd.steer.icv);
   }
-  return paths;
+  return p;
+}
+
+// Every file a method reads, resolved; a missing artifact is an error before anything runs.
+std::vector<std::string> method_artifacts(const EvalMethodSpec& m) {
+  std::vector<std::string> files;
+  for (const auto& [what, path] : method_artifact_paths(m.config)) {
+    SAFEDEC_CHECK(!path.empty(), "method ", m.label, ": `", what, "` is not set");
+    const std::string resolved = resolve_artifact_path(path);
+    if (!fs::exists(resolved))
+      fail("method ", m.label, ": the artifact `", what, ": ", path, "` does not exist (relative paths are tried ",
+           "against the current directory and the source tree)",
+           what.find("icv") != std::string::npos
+               ? "; make it with: safedec icv extract --model <model> --out " + path
+               : std::string());
+    add_files(resolved, files);
+  }
+  if (m.config.method == "ngsd" && m.config.ngsd.expert == "model")
+    add_files(resolve_model(m.config.ngsd.expert_model).path, files);
+  return files;
 }
 
 std::string fmt_rate(double x) {
@@ -203,6 +208,8 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
                   datasets.back().files.empty() ? std::string("none") : datasets.back().files.front(), ")");
   }
   const auto judge = make_judge(config.judge, config.judge_options);
+  std::vector<std::vector<std::string>> artifacts_of;  // checked now: a missing ICV fails before any cell runs
+  for (const auto& m : config.methods) artifacts_of.push_back(method_artifacts(m));
 
   // Cells in a stable order: model, then method, then dataset, as listed in the config.
   std::vector<Cell> cells;
@@ -234,9 +241,10 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     }
     for (const auto& d : datasets) mi.dataset_files.insert(mi.dataset_files.end(), d.files.begin(), d.files.end());
     json artifacts = json::array();
-    for (const auto& m : config.methods)
-      for (const auto& f : method_artifacts(m.config))
-        artifacts.push_back({{"method", m.label}, {"path", fs::absolute(f).string()}, {"sha256", sha256_file(f)}});
+    for (size_t i = 0; i < config.methods.size(); ++i)
+      for (const auto& f : artifacts_of[i])
+        artifacts.push_back(
+            {{"method", config.methods[i].label}, {"path", fs::absolute(f).string()}, {"sha256", sha256_file(f)}});
     mi.extra["artifacts"] = artifacts;
     mi.extra["torch_version"] = TORCH_VERSION;
     mi.extra["threads"] = torch::get_num_threads();

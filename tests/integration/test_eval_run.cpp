@@ -310,3 +310,20 @@ generation: {max_new_tokens: 4, batch_size: 2}
   EXPECT_EQ(read_lines(out + "/results.jsonl").size(), 1u) << "report-only runs nothing";
   EXPECT_EQ(run("eval --config " + cfg + " --out " + dir("no_such_run") + " --report-only").code, 2);
 }
+
+TEST(EvalRun, MissingArtifactFailsBeforeAnyCellRuns) {
+  const std::string out = dir("no_icv");
+  fs::remove_all(out);
+  const std::string cfg = write_config("no_icv", R"(models: [smollm2-135m-instruct]
+methods:
+  - plain
+  - name: steer
+    set: {icv: /nonexistent/icv.safetensors}
+datasets: [advbench]
+)");
+  RunResult r = run("eval --config " + cfg + " --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("/nonexistent/icv.safetensors"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("safedec icv extract"), std::string::npos) << "says how to make it: " << r.out;
+  EXPECT_FALSE(fs::exists(out + "/results.jsonl")) << "plain did not run first";
+}
