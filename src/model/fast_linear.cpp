@@ -1,13 +1,25 @@
-// Skinny matrix product y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]) for m < 16 rows: decoding is
-// memory-bound on W, so the kernel reads each weight row once and applies it to every x row.
-// Each (m, n) dot product uses four 8-lane fp32 FMA accumulators over k = 32 i + 8 j + lane, a
-// fixed reduction order ((a0 + a1) + (a2 + a3), horizontal sum), then the scalar tail: the result is
-// identical whichever other rows share the call. fp32 accumulation throughout.
+// Skinny matrix product y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]) for at most 16 rows of x: decoding
+// streams W from memory once per step, so the kernel reads each weight row once and applies it to
+// every x row.
+//
+// Arithmetic (fixed, whatever the blocking): each (m, n) dot product uses four 8-lane fp32 FMA
+// accumulator chains, chain j covering k = 32 i + 8 j + lane; an 8-wide tail (K mod 32 >= 8)
+// continues chain 0; then s = hsum((a0 + a1) + (a2 + a3)), a scalar FMA tail for K mod 8, and
+// y = s + b (+ 0 without bias). So a row's result does not depend on how many other rows share the
+// call (batch-invariant decoding) nor on the code path below.
+//
+// Blocking: up to 4 rows (batch 1-4 decoding) keep all four chains of every row in registers and
+// make one pass over each weight row. More rows (batch 8 plain, batch 8 ACD / SafeDecoding = 16
+// rows) would need 4 x M accumulators, so the chains are computed one after the other on a tile of
+// NB weight rows x 4 x rows (the tile stays in L1 between chains; chain order does not change a
+// chain's value), with software prefetch of the next tile (L1) and of a tile further ahead (L2) so
+// the memory stream overlaps the FMAs. fp32 accumulation throughout.
 #include "model/fast_linear.h"
 
 #include <immintrin.h>
 
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -15,7 +27,9 @@ namespace safedec {
 
 namespace {
 
-__attribute__((target("avx2,fma"), always_inline)) inline float hsum(__m256 v) {
+#define SAFEDEC_AVX2 __attribute__((target("avx2,fma"), always_inline)) inline
+
+SAFEDEC_AVX2 float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
   __m128 hi = _mm256_extractf128_ps(v, 1);
   __m128 s = _mm_add_ps(lo, hi);
@@ -24,9 +38,17 @@ __attribute__((target("avx2,fma"), always_inline)) inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Dot products of one weight row with 1 or 2 x rows, same per-row arithmetic in both variants.
+// The end of one dot product: horizontal sum of the four chains, scalar tail, bias.
+SAFEDEC_AVX2 float finish(__m256 a0, __m256 a1, __m256 a2, __m256 a3, const float* w, const float* x, int64_t K8,
+                          int64_t K, float bias) {
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (int64_t t = K8; t < K; ++t) s = __builtin_fmaf(w[t], x[t], s);
+  return s + bias;
+}
+
+// --- one pass: all four chains of R x rows live (R <= 4 with 32 vector registers, <= 2 with 16) ---
 template <int R>
-__attribute__((target("avx2,fma"), always_inline)) inline void dot_rows(const float* w, const float* const* x, int64_t K, float* out) {
+SAFEDEC_AVX2 void dot_rows(const float* w, const float* const* x, int64_t K, float bias, float* const* y) {
   __m256 acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int j = 0; j < 4; ++j) acc[r][j] = _mm256_setzero_ps();
@@ -45,44 +67,121 @@ __attribute__((target("avx2,fma"), always_inline)) inline void dot_rows(const fl
     const __m256 wv = _mm256_loadu_ps(w + k);
     for (int r = 0; r < R; ++r) acc[r][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[r] + k), acc[r][0]);
   }
-  for (int r = 0; r < R; ++r) {
-    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])));
-    for (int64_t t = k; t < K; ++t) s += w[t] * x[r][t];
-    out[r] = s;
+  for (int r = 0; r < R; ++r) *y[r] = finish(acc[r][0], acc[r][1], acc[r][2], acc[r][3], w, x[r], k, K, bias);
+}
+
+template <int R>
+SAFEDEC_AVX2 void one_pass(const float* X, const float* W, const float* B, float* Y, int64_t N, int64_t K,
+                           int64_t n0, int64_t n1) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* xs[R];
+    float* ys[R];
+    for (int r = 0; r < R; ++r) {
+      xs[r] = X + r * K;
+      ys[r] = Y + r * N + n;
+    }
+    dot_rows<R>(W + n * K, xs, K, B ? B[n] : 0.0f, ys);
   }
 }
 
-#define SAFEDEC_SKINNY_BODY(GROUP)                                     \
-  for (int64_t n = n0; n < n1; ++n) {                                  \
-    const float* w = W + n * K;                                        \
-    const float bias = B ? B[n] : 0.0f;                                \
-    int64_t m = 0;                                                     \
-    for (; m + GROUP <= M; m += GROUP) {                               \
-      const float* xs[GROUP];                                          \
-      for (int r = 0; r < GROUP; ++r) xs[r] = X + (m + r) * K;         \
-      float out[GROUP];                                                \
-      dot_rows<GROUP>(w, xs, K, out);                                  \
-      for (int r = 0; r < GROUP; ++r) Y[(m + r) * N + n] = out[r] + bias; \
-    }                                                                  \
-    for (; m < M; ++m) {                                               \
-      const float* xs[1] = {X + m * K};                                \
-      float out[1];                                                    \
-      dot_rows<1>(w, xs, K, out);                                      \
-      Y[m * N + n] = out[0] + bias;                                    \
-    }                                                                  \
+// --- chain by chain on an NB x MB tile ---
+// a[n][m] += w_n[k, k + 8) * x_m[k, k + 8) for k = k0, k0 + step, ... < kend.
+template <int NB, int MB>
+SAFEDEC_AVX2 void chain(const float* const* w, const float* const* x, int64_t k0, int64_t kend, int64_t step,
+                        __m256 (&a)[NB][MB]) {
+  for (int64_t k = k0; k < kend; k += step) {
+    __m256 wv[NB];
+    for (int n = 0; n < NB; ++n) wv[n] = _mm256_loadu_ps(w[n] + k);
+    for (int m = 0; m < MB; ++m) {
+      const __m256 xv = _mm256_loadu_ps(x[m] + k);
+      for (int n = 0; n < NB; ++n) a[n][m] = _mm256_fmadd_ps(wv[n], xv, a[n][m]);
+    }
   }
-
-__attribute__((target("avx2,fma"))) void skinny_avx2(const float* X, const float* W, const float* B, float* Y, int64_t M,
-                                                    int64_t N, int64_t K, int64_t n0, int64_t n1) {
-  SAFEDEC_SKINNY_BODY(2)
 }
 
-// Same ymm arithmetic, but AVX-512VL gives 32 vector registers: four x rows share each W load.
+template <int NB, int MB>
+SAFEDEC_AVX2 void tile(const float* X, const float* W, const float* B, float* Y, int64_t N, int64_t K, int64_t n,
+                       int64_t m) {
+  const float* w[NB];
+  const float* x[MB];
+  for (int i = 0; i < NB; ++i) w[i] = W + (n + i) * K;
+  for (int i = 0; i < MB; ++i) x[i] = X + (m + i) * K;
+  const int64_t K32 = K / 32 * 32, K8 = K / 8 * 8;
+  __m256 c0[NB][MB], c1[NB][MB], c2[NB][MB], c3[NB][MB];
+  for (int i = 0; i < NB; ++i)
+    for (int r = 0; r < MB; ++r) c0[i][r] = c1[i][r] = c2[i][r] = c3[i][r] = _mm256_setzero_ps();
+  chain<NB, MB>(w, x, 0, K32, 32, c0);
+  chain<NB, MB>(w, x, K32, K8, 8, c0);  // the 8-wide tail continues chain 0
+  chain<NB, MB>(w, x, 8, K32, 32, c1);
+  chain<NB, MB>(w, x, 16, K32, 32, c2);
+  chain<NB, MB>(w, x, 24, K32, 32, c3);
+  for (int i = 0; i < NB; ++i) {
+    const float bias = B ? B[n + i] : 0.0f;
+    for (int r = 0; r < MB; ++r)
+      Y[(m + r) * N + n + i] = finish(c0[i][r], c1[i][r], c2[i][r], c3[i][r], w[i], x[r], K8, K, bias);
+  }
+}
+
+// Weight rows [n, n + NB) against every x row, in blocks of 4 x rows.
+template <int NB>
+SAFEDEC_AVX2 void tile_rows(const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N,
+                            int64_t K, int64_t n) {
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4) tile<NB, 4>(X, W, B, Y, N, K, n, m);
+  switch (M - m) {
+    case 3: tile<NB, 3>(X, W, B, Y, N, K, n, m); break;
+    case 2: tile<NB, 2>(X, W, B, Y, N, K, n, m); break;
+    case 1: tile<NB, 1>(X, W, B, Y, N, K, n, m); break;
+    default: break;
+  }
+}
+
+SAFEDEC_AVX2 void prefetch_rows(const float* W, int64_t K, int64_t from, int64_t to, int hint_l1) {
+  const char* p = reinterpret_cast<const char*>(W + from * K);
+  const char* end = reinterpret_cast<const char*>(W + to * K);
+  if (hint_l1)
+    for (; p < end; p += 64) _mm_prefetch(p, _MM_HINT_T0);
+  else
+    for (; p < end; p += 64) _mm_prefetch(p, _MM_HINT_T1);
+}
+
+template <int NB>
+SAFEDEC_AVX2 void chained(const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N, int64_t K,
+                          int64_t n0, int64_t n1) {
+  // L2 prefetch ~192 KiB ahead of the tile being computed, L1 prefetch of the next tile.
+  const int64_t far = NB * std::max<int64_t>(1, (192 * 1024) / (NB * K * 4));
+  int64_t n = n0;
+  for (; n + NB <= n1; n += NB) {
+    prefetch_rows(W, K, std::min(n + NB, n1), std::min(n + 2 * NB, n1), 1);
+    prefetch_rows(W, K, std::min(n + far, n1), std::min(n + far + NB, n1), 0);
+    tile_rows<NB>(X, W, B, Y, M, N, K, n);
+  }
+  for (; n < n1; ++n) tile_rows<1>(X, W, B, Y, M, N, K, n);
+}
+
+__attribute__((target("avx2,fma"))) void skinny_avx2(const float* X, const float* W, const float* B, float* Y,
+                                                    int64_t M, int64_t N, int64_t K, int64_t n0, int64_t n1) {
+  // 16 vector registers: one pass up to 2 rows, else 2 x 4 tiles (8 accumulators + 2 weight vectors).
+  if (M == 1) return one_pass<1>(X, W, B, Y, N, K, n0, n1);
+  if (M == 2) return one_pass<2>(X, W, B, Y, N, K, n0, n1);
+  chained<2>(X, W, B, Y, M, N, K, n0, n1);
+}
+
+// Same ymm arithmetic; AVX-512VL gives 32 vector registers: one pass up to 4 rows, else 6 x 4 tiles
+// (24 accumulators + 6 weight vectors + 1 x vector).
 __attribute__((target("avx2,fma,avx512f,avx512vl"))) void skinny_avx512vl(const float* X, const float* W,
                                                                          const float* B, float* Y, int64_t M,
                                                                          int64_t N, int64_t K, int64_t n0, int64_t n1) {
-  SAFEDEC_SKINNY_BODY(4)
+  switch (M) {
+    case 1: return one_pass<1>(X, W, B, Y, N, K, n0, n1);
+    case 2: return one_pass<2>(X, W, B, Y, N, K, n0, n1);
+    case 3: return one_pass<3>(X, W, B, Y, N, K, n0, n1);
+    case 4: return one_pass<4>(X, W, B, Y, N, K, n0, n1);
+    default: return chained<6>(X, W, B, Y, M, N, K, n0, n1);
+  }
 }
+
+#undef SAFEDEC_AVX2
 
 bool has_avx512vl() {
   __builtin_cpu_init();
@@ -99,7 +198,6 @@ void skinny_gemm(const float* X, const float* W, const float* B, float* Y, int64
       skinny_avx2(X, W, B, Y, M, N, K, n0, n1);
   });
 }
-
 bool detect() {
   const char* env = std::getenv("SAFEDEC_FAST_LINEAR");
   if (env && std::string(env) == "0") return false;

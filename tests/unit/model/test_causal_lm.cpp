@@ -1,6 +1,7 @@
 // CausalLM on small random-weight models: KV cache (incremental, batched left-padded, truncate,
 // stack, select rows), hooks (soft prompts, capture, steering, LoRA), autograd, truncated models.
 #include <gtest/gtest.h>
+#include <cmath>
 #include <torch/torch.h>
 
 #include "core/error.h"
@@ -403,6 +404,48 @@ TEST(CausalLM, Llama3RopeScalingIsAccepted) {
   EXPECT_THROW(CausalLM::random(cfg, 1), Error);
 }
 
+// The documented arithmetic of the kernel, emulated lane by lane: four 8-lane FMA chains (chain j
+// covers k = 32 i + 8 j + lane, the 8-wide tail continues chain 0), horizontal sum
+// ((a0 + a1) + (a2 + a3)) as lo/hi halves then pairs, a scalar FMA tail and the bias.
+float fast_linear_reference_dot(const float* w, const float* x, int64_t K, float bias) {
+  float acc[4][8] = {};
+  const int64_t K32 = K / 32 * 32, K8 = K / 8 * 8;
+  for (int64_t k = 0; k < K32; k += 32)
+    for (int j = 0; j < 4; ++j)
+      for (int l = 0; l < 8; ++l) acc[j][l] = std::fma(w[k + 8 * j + l], x[k + 8 * j + l], acc[j][l]);
+  for (int64_t k = K32; k < K8; k += 8)
+    for (int l = 0; l < 8; ++l) acc[0][l] = std::fma(w[k + l], x[k + l], acc[0][l]);
+  float v[8];
+  for (int l = 0; l < 8; ++l) v[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+  float h[4];
+  for (int l = 0; l < 4; ++l) h[l] = v[l] + v[l + 4];
+  float s = (h[0] + h[2]) + (h[1] + h[3]);
+  for (int64_t t = K8; t < K; ++t) s = std::fma(w[t], x[t], s);
+  return s + bias;
+}
+
+TEST(FastLinear, FollowsTheDocumentedReductionOrderBitForBit) {
+  torch::NoGradGuard ng;
+  torch::manual_seed(5);
+  for (int64_t K : {7, 8, 40, 71, 576}) {
+    for (int64_t N : {1, 7, 13}) {
+      auto w = torch::randn({N, K});
+      auto b = torch::randn({N});
+      for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 9, 16}) {
+        auto x = torch::randn({M, K});
+        auto got = fast_linear(x, w, b).contiguous();
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            const float want = fast_linear_reference_dot(w[n].data_ptr<float>(), x[m].data_ptr<float>(), K,
+                                                         b[n].item<float>());
+            ASSERT_EQ(got[m][n].item<float>(), want) << "K=" << K << " N=" << N << " M=" << M << " m=" << m
+                                                     << " n=" << n;
+          }
+      }
+    }
+  }
+}
+
 TEST(FastLinear, MatchesAtLinearOnAwkwardSizesAndIsBatchInvariant) {
   torch::NoGradGuard ng;
   torch::manual_seed(3);
@@ -411,7 +454,7 @@ TEST(FastLinear, MatchesAtLinearOnAwkwardSizesAndIsBatchInvariant) {
     for (int64_t N : {1, 19, 111, 300}) {
       auto w = torch::randn({N, K});
       auto b = torch::randn({N});
-      for (int64_t M : {1, 2, 3, 8, 16}) {
+      for (int64_t M : {1, 2, 3, 4, 5, 8, 13, 16}) {
         auto x = torch::randn({M, K});
         auto ref = at::linear(x.to(torch::kFloat64), w.to(torch::kFloat64), b.to(torch::kFloat64)).to(torch::kFloat32);
         auto got = fast_linear(x, w, b);
@@ -423,8 +466,11 @@ TEST(FastLinear, MatchesAtLinearOnAwkwardSizesAndIsBatchInvariant) {
           FAIL() << "K=" << K << " N=" << N << " M=" << M << " first mismatch at flat index " << i << ": "
                  << got.reshape(-1)[i].item<float>() << " vs " << ref.reshape(-1)[i].item<float>();
         }
-        // Row 0 computed alone equals row 0 computed with the others, bit for bit.
-        EXPECT_TRUE(torch::equal(fast_linear(x.narrow(0, 0, 1), w, b)[0], got[0])) << "K=" << K << " M=" << M;
+        // Every row computed alone equals that row computed with the others, bit for bit (the one-pass
+        // path for <= 4 rows and the tiled path for more use the same arithmetic).
+        for (int64_t m = 0; m < M; ++m)
+          EXPECT_TRUE(torch::equal(fast_linear(x.narrow(0, m, 1), w, b)[0], got[m])) << "K=" << K << " M=" << M
+                                                                                    << " row " << m;
       }
     }
   }
