@@ -174,7 +174,7 @@ TEST(EvalRun, KilledRunResumesToTheSameResults) {
 seed: 1
 limit: 6
 models: [smollm2-135m-instruct]
-methods: [plain, steer]
+methods: [plain, safedecoding]
 datasets: [xstest_safe, alpaca_eval_test]
 generation: {max_new_tokens: 10, batch_size: 2}
 ref_nll: {max_tokens: 8}
