@@ -168,8 +168,12 @@ class RecomputeStrategy : public Strategy {
     expert_rows_.clear();
     for (const auto& p : prompts) {
       base_.push_back(p.ids);
-      expert_rows_.push_back(method_ == "safedecoding" && env_.render
-                                 ? env_.render(p, cfg_.safedecoding.expert_system).ids
+      const bool prompted_expert =
+          (method_ == "safedecoding" && cfg_.safedecoding.expert == "system_prompt") ||
+          (method_ == "ngsd" && cfg_.ngsd.expert == "system_prompt");
+      expert_rows_.push_back(prompted_expert && env_.render
+                                 ? env_.render(p, method_ == "ngsd" ? cfg_.ngsd.expert_system
+                                                                    : cfg_.safedecoding.expert_system).ids
                                  : p.ids);
     }
     max_new_ = max_new_tokens;
@@ -274,11 +278,15 @@ int run_bench_methods(const MethodsArgs& a) {
       const MethodConfig cfg = configs[m];
       std::shared_ptr<const CausalLM> expert;
       if (m == "ngsd") {
-        SAFEDEC_CHECK(cfg.ngsd.expert == "self_truncated",
-                      "the reference-style NGSD timing supports the self_truncated expert only");
-        const int64_t k = cfg.ngsd.expert_layers > 0 ? cfg.ngsd.expert_layers
-                                                     : std::max<int64_t>(1, bundle.model->config().n_layers / 3);
-        expert = bundle.model->truncated(k);
+        SAFEDEC_CHECK(cfg.ngsd.expert == "self_truncated" || cfg.ngsd.expert == "system_prompt",
+                      "the reference-style NGSD timing supports the system_prompt and self_truncated experts only");
+        if (cfg.ngsd.expert == "system_prompt") {
+          expert = bundle.model;
+        } else {
+          const int64_t k = cfg.ngsd.expert_layers > 0 ? cfg.ngsd.expert_layers
+                                                       : std::max<int64_t>(1, bundle.model->config().n_layers / 3);
+          expert = bundle.model->truncated(k);
+        }
       }
       entries.push_back({m + "_nocache", m,
                          [m, cfg, env, expert] { return std::make_unique<RecomputeStrategy>(m, cfg, env, expert); },

@@ -65,7 +65,15 @@ MethodFactory::MethodFactory(MethodConfig config, const ModelBundle& target, Tra
     adapter_ = load_peft_adapter(config_.safedecoding.adapter, mc);
   if (config_.method == "ngsd") {
     const auto& n = config_.ngsd;
-    if (n.expert == "self_truncated") {
+    if (n.expert == "system_prompt") {
+      // The target itself, prompted to be safe: same weights, its own rows and KV cache.
+      expert_ = target.model;
+      const ModelBundle* b = &target;
+      const std::string sys = n.expert_system;
+      expert_render_ = [b, sys](const StrategyPrompt& base, const std::optional<std::string>&) {
+        return b->make_prompt(base.id, base.user, sys);
+      };
+    } else if (n.expert == "self_truncated") {
       const int64_t k = n.expert_layers > 0 ? n.expert_layers : std::max<int64_t>(1, mc.n_layers / 3);
       SAFEDEC_CHECK(k <= mc.n_layers, "ngsd: `expert_layers` is ", k, " but the target has only ", mc.n_layers,
                     " layers");
@@ -106,7 +114,9 @@ std::string MethodFactory::describe() const {
     s += " (expert " + config_.safedecoding.expert + ", m " + std::to_string(config_.safedecoding.m) + ", alpha " +
          std::to_string(config_.safedecoding.alpha) + ", c " + std::to_string(config_.safedecoding.c) + ")";
   if (m == "ngsd")
-    s += " (expert " + config_.ngsd.expert + " with " + std::to_string(expert_->config().n_layers) + " layers, risk " +
+    s += " (expert " + config_.ngsd.expert + " with " + std::to_string(expert_->config().n_layers) +
+         " layers" + (config_.ngsd.expert == "system_prompt" ? " = the target with a safety system prompt" : "") +
+         ", risk " +
          config_.ngsd.risk + (config_.ngsd.risk == "fixed" ? " alpha " + std::to_string(config_.ngsd.alpha) : "") + ")";
   if (m == "steer") s += " (ICV alpha " + std::to_string(config_.steer.alpha) + ", form " + config_.steer.form + ")";
   else if (env_.steering) s += " + steer (ICV alpha " + std::to_string(m == "acd" ? config_.acd.steer.alpha : config_.ngsd.steer.alpha) + ")";

@@ -83,8 +83,22 @@ TEST(MethodsReal, SafeDecodingGenerates) {
 }
 
 TEST(MethodsReal, NgsdWithSelfTruncatedExpertGenerates) {
-  expect_text(generate(config("ngsd", "alpha: 0.9"), benign_prompts(), 12), "ngsd");
-  expect_text(generate(config("ngsd", "alpha: 0.5"), benign_prompts(), 12, 0.7), "ngsd sampled");
+  expect_text(generate(config("ngsd", "expert: self_truncated\nalpha: 0.9"), benign_prompts(), 12), "ngsd");
+  expect_text(generate(config("ngsd", "expert: self_truncated\nalpha: 0.5"), benign_prompts(), 12, 0.7),
+              "ngsd sampled");
+}
+
+TEST(MethodsReal, NgsdWithTheSystemPromptExpertAnswersSensibly) {
+  // The default training-free expert: the target prompted to be safe. On a benign factual question
+  // the two distributions agree closely, so the answer stays the plain model's.
+  ASSERT_EQ(config("ngsd", "").ngsd.expert, "system_prompt") << "the default NGSD expert";
+  std::vector<StrategyPrompt> p = {bundle().make_prompt("q", "What is the capital of France?"),
+                                   bundle().make_prompt("r", "Name the largest planet in our solar system.")};
+  auto out = generate(config("ngsd", "alpha: 0.9"), p, 16);
+  auto plain = generate(config("plain", ""), p, 16);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_NE(out[0].text.find("Paris"), std::string::npos) << out[0].text;
+  EXPECT_EQ(out[1].text, plain[1].text) << "the gate stays quiet on a benign factual question";
 }
 
 TEST(MethodsReal, SteerAndStackedSteerGenerate) {

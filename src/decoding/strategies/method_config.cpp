@@ -109,7 +109,9 @@ void SafeDecodingConfig::validate() const {
 }
 
 void NgsdConfig::validate() const {
-  check_one_of("ngsd", "expert", expert, {"self_truncated", "model"});
+  check_one_of("ngsd", "expert", expert, {"system_prompt", "self_truncated", "model"});
+  SAFEDEC_CHECK(expert != "system_prompt" || !expert_system.empty(),
+                "ngsd: `expert: system_prompt` needs a non-empty `expert_system`");
   SAFEDEC_CHECK(expert != "model" || !expert_model.empty(),
                 "ngsd: `expert: model` needs `expert_model:` (a registered model name or a path)");
   SAFEDEC_CHECK(expert_layers >= 0, "ngsd: `expert_layers` must be >= 0 (0 = a third of the layers), got ",
@@ -159,6 +161,7 @@ MethodConfig parse_method_config(const std::string& method, const YAML::Node& no
     auto& n = c.ngsd;
     r.get("expert", n.expert);
     r.get("expert_model", n.expert_model);
+    r.get("expert_system", n.expert_system);
     r.get("expert_layers", n.expert_layers);
     r.get("tau", n.tau);
     r.get("theta", n.theta);
@@ -224,7 +227,7 @@ std::string MethodConfig::dump() const {
   } else if (method == "ngsd") {
     const auto& n = ngsd;
     e << YAML::Key << "expert" << YAML::Value << n.expert << YAML::Key << "expert_model" << YAML::Value
-      << n.expert_model << YAML::Key << "expert_layers" << YAML::Value << n.expert_layers << YAML::Key << "tau"
+      << n.expert_model << YAML::Key << "expert_system" << YAML::Value << n.expert_system << YAML::Key << "expert_layers" << YAML::Value << n.expert_layers << YAML::Key << "tau"
       << YAML::Value << n.tau << YAML::Key << "theta" << YAML::Value << n.theta << YAML::Key << "reset" << YAML::Value
       << n.reset << YAML::Key << "top_k" << YAML::Value << n.top_k << YAML::Key << "risk" << YAML::Value << n.risk
       << YAML::Key << "alpha" << YAML::Value << n.alpha << YAML::Key << "probe" << YAML::Value << n.probe

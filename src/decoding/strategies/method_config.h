@@ -42,8 +42,13 @@ struct SafeDecodingConfig {
 
 // NGSD (methods.md 1).
 struct NgsdConfig {
-  std::string expert = "self_truncated";  // self_truncated | model
+  // system_prompt: training-free stand-in = the target itself with `expert_system` in the system slot
+  //   (its own KV cache; the gate watches how far the safety prompt moves the distribution)
+  // self_truncated: the target's first `expert_layers` layers + norm + head (untrained, degenerate)
+  // model: a separate same-vocabulary expert (`expert_model`), e.g. the trained expert
+  std::string expert = "system_prompt";
   std::string expert_model;               // registered name or path (expert: model)
+  std::string expert_system = kSafetyExpertPrompt;  // expert: system_prompt
   int64_t expert_layers = 0;              // self_truncated: first k layers; 0 = n_layers / 3
   double tau = 8.0, theta = 1.0, reset = 0.6;
   int64_t top_k = 64;
