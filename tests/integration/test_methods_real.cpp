@@ -101,6 +101,16 @@ TEST(MethodsReal, NgsdWithTheSystemPromptExpertAnswersSensibly) {
   EXPECT_EQ(out[1].text, plain[1].text) << "the gate stays quiet on a benign factual question";
 }
 
+TEST(MethodsReal, NgsdSharedForwardEqualsSeparateForwards) {
+  // With the system-prompt expert both branches run as one batch; a steering hook with alpha 0 (an
+  // identity) forces the two-forward path. Same tokens, same gate, at batch 2 with rows dropping out.
+  const std::string icv = "{icv: " + icv_path() + ", alpha: 0.0}";
+  auto joint = generate(config("ngsd", "alpha: 0.9"), benign_prompts(), 20);
+  auto separate = generate(config("ngsd", "alpha: 0.9\nsteer: " + icv), benign_prompts(), 20);
+  ASSERT_EQ(joint.size(), separate.size());
+  for (size_t i = 0; i < joint.size(); ++i) EXPECT_EQ(joint[i].tokens, separate[i].tokens) << joint[i].id;
+}
+
 TEST(MethodsReal, SteerAndStackedSteerGenerate) {
   const std::string icv = "{icv: " + icv_path() + "}";
   expect_text(generate(config("steer", "icv: " + icv_path()), benign_prompts(), 12), "steer");

@@ -54,9 +54,21 @@ void NgsdStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max
   }
   const ForwardHooks* hooks = env_.steering ? env_.steering->hooks() : nullptr;
   torch::Tensor hidden;
-  l_b_ = prefill_rows(*env_.model, target_rows, max_new_tokens, env_.pad_id, cache_b_, hooks,
-                      risk_estimator_->needs_hidden() ? &hidden : nullptr);
-  l_e_ = prefill_rows(*expert_, expert_rows, max_new_tokens, env_.pad_id, cache_e_);
+  // Steering applies to the target branch only, so a shared forward needs it off.
+  joint_ = expert_.get() == env_.model.get() && hooks == nullptr;
+  if (joint_) {
+    std::vector<BranchRow> rows = target_rows;
+    rows.insert(rows.end(), expert_rows.begin(), expert_rows.end());
+    torch::Tensor l = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_b_, nullptr,
+                                   risk_estimator_->needs_hidden() ? &hidden : nullptr);
+    l_b_ = l.narrow(0, 0, B);
+    l_e_ = l.narrow(0, B, B);
+    if (hidden.defined()) hidden = hidden.narrow(0, 0, B);
+  } else {
+    l_b_ = prefill_rows(*env_.model, target_rows, max_new_tokens, env_.pad_id, cache_b_, hooks,
+                        risk_estimator_->needs_hidden() ? &hidden : nullptr);
+    l_e_ = prefill_rows(*expert_, expert_rows, max_new_tokens, env_.pad_id, cache_e_);
+  }
   // Step A after the prefill (the probe reads the prompt's last hidden state).
   auto est = risk_estimator_->estimate(prompts, hidden);
   std::vector<float> a;
@@ -138,15 +150,29 @@ torch::Tensor NgsdStrategy::next_scores(int64_t step) {
 
 void NgsdStrategy::advance(const std::vector<int32_t>& tokens) {
   const ForwardHooks* hooks = env_.steering ? env_.steering->hooks() : nullptr;
-  l_b_ = step_rows(*env_.model, tokens, cache_b_, hooks);
-  l_e_ = step_rows(*expert_, tokens, cache_e_);
+  if (joint_) {
+    const int64_t A = static_cast<int64_t>(tokens.size());
+    torch::Tensor l = step_rows(*env_.model, repeat_tokens(tokens, 2), cache_b_);
+    l_b_ = l.narrow(0, 0, A);
+    l_e_ = l.narrow(0, A, A);
+  } else {
+    l_b_ = step_rows(*env_.model, tokens, cache_b_, hooks);
+    l_e_ = step_rows(*expert_, tokens, cache_e_);
+  }
   for (size_t r = 0; r < tokens.size(); ++r) generated_[r].push_back(tokens[r]);
   ++traced_.step;
 }
 
 void NgsdStrategy::keep_rows(const std::vector<int64_t>& rows) {
-  keep_cache_rows(cache_b_, rows);
-  keep_cache_rows(cache_e_, rows);
+  if (joint_) {
+    const int64_t A = l_b_.size(0);
+    std::vector<int64_t> both(rows);
+    for (int64_t r : rows) both.push_back(r + A);
+    keep_cache_rows(cache_b_, both);
+  } else {
+    keep_cache_rows(cache_b_, rows);
+    keep_cache_rows(cache_e_, rows);
+  }
   auto idx = index_tensor(rows).to(l_b_.device());
   l_b_ = l_b_.index_select(0, idx);
   l_e_ = l_e_.index_select(0, idx);

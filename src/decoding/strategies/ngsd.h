@@ -33,7 +33,9 @@ class NgsdStrategy : public Strategy {
   std::shared_ptr<const CausalLM> expert_;
   PromptRenderer expert_render_;
   std::unique_ptr<RiskEstimator> risk_estimator_;
-  KvCache cache_b_, cache_e_;
+  KvCache cache_b_, cache_e_;  // joint_: both branches in cache_b_ (target rows, then expert rows)
+  bool joint_ = false;          // the expert is the target itself (system-prompt expert), no steering:
+                                // one batched forward of 2A rows per step instead of two forwards
   torch::Tensor l_b_, l_e_;   // [A, V]
   torch::Tensor alpha_, v_;   // [A] float32: mixing strength, membrane potential
   std::vector<double> risk_;
