@@ -17,7 +17,7 @@ ARGS=()
 for a in "$@"; do
   if [[ "$a" == "--full" ]]; then CONFIG=configs/full.yaml; else ARGS+=("$a"); fi
 done
-ICV=.cache/artifacts/icv-smollm2-135m-instruct.safetensors
+ICV=.cache/artifacts/icv-smollm2-135m-instruct.safetensors  # safedec creates .cache/artifacts if needed
 if [[ ! -f "$ICV" ]]; then
   echo "[run] extracting the Safe-Align ICV from data/icv_pairs.jsonl (training-pool prompts) -> $ICV" >&2
   "$BUILD/safedec" icv extract --model smollm2-135m-instruct --out "$ICV"

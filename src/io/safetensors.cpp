@@ -477,6 +477,12 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsWri
   std::string text = header.dump();
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // pad with spaces: data starts 8-aligned
 
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(parent, ec);
+    if (ec) fail("Cannot create the directory '", parent.string(), "' for ", path, ": ", ec.message(), ".");
+  }
   const std::string tmp = path + ".tmp";
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail("Cannot create '", tmp, "': ", std::strerror(errno), ".");

@@ -161,8 +161,13 @@ TEST(Safetensors, WriterRoundTripsEveryDtype) {
   SafetensorsWriteTensor wrong = ts[0];
   wrong.nbytes = 20;
   EXPECT_ERROR_HAS(error_of([&] { write_safetensors(dir.file("x.safetensors"), {wrong}); }), "'a.f32'");
-  EXPECT_ERROR_HAS(error_of([&] { write_safetensors(dir.file("no/such/dir/x.safetensors"), {ts[0]}); }),
-                   "no/such/dir/x.safetensors.tmp");
+  // Missing parent directories are created (artifacts go to fresh cache folders); a parent that is a
+  // file is an error naming the path.
+  write_safetensors(dir.file("new/sub/dir/x.safetensors"), {ts[0]});
+  EXPECT_EQ(SafetensorsFile::open(dir.file("new/sub/dir/x.safetensors"))->to_float32("a.f32"), f32);
+  std::ofstream(dir.file("plain_file")) << "x";
+  EXPECT_ERROR_HAS(error_of([&] { write_safetensors(dir.file("plain_file/x.safetensors"), {ts[0]}); }),
+                   "plain_file");
 }
 
 TEST(Safetensors, MalformedFilesThrowNamingFileAndReason) {
