@@ -318,7 +318,10 @@ YAML::Node EvalConfig::resolved() const {
   n["limit"] = limit;
   n["judge"] = judge;
   YAML::Node jo(YAML::NodeType::Map);
-  jo["keywords"] = judge_options.keywords_path.empty() ? default_keyword_list_path() : judge_options.keywords_path;
+  // The default list by its in-tree name (the manifest records its absolute path and hash), so a run
+  // can be resumed from another checkout of the same tree.
+  jo["keywords"] = judge_options.keywords_path.empty() ? std::string("data/refusal_keywords.txt")
+                                                       : judge_options.keywords_path;
   for (const auto& kv : judge_options.params) jo["params"][kv.first] = kv.second;
   n["judge_options"] = jo;
   for (const auto& m : models) {

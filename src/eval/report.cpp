@@ -239,12 +239,72 @@ std::string plot_gate_trace(const GateTrace& t) {
   return render_xy_chart(c);
 }
 
+namespace {
+// One line per (model, method): the three numbers a method is chosen by, pooled over datasets.
+std::string summary_section(const ReportInputs& in) {
+  struct Pool {
+    size_t harmful_n = 0, harmful_refused = 0;
+    const DatasetMetrics* probe = nullptr;
+    std::optional<double> ref_nll;
+    double tokens = 0, seconds = 0;
+  };
+  std::vector<std::pair<std::string, std::string>> order;
+  std::map<std::pair<std::string, std::string>, Pool> pools;
+  for (const auto& r : in.rows) {
+    const auto key = std::make_pair(r.model, r.method);
+    if (!pools.count(key)) order.push_back(key);
+    Pool& p = pools[key];
+    const DatasetMetrics& m = r.metrics;
+    if (m.asr) {
+      p.harmful_n += m.n;
+      p.harmful_refused += m.n_refused;
+    }
+    if (r.dataset == in.over_refusal_dataset) p.probe = &m;
+    if (m.ref_nll) p.ref_nll = m.ref_nll;
+    if (m.decode_tok_s && *m.decode_tok_s > 0) {
+      const double toks = m.mean_new_tokens * static_cast<double>(m.n);
+      p.tokens += toks;
+      p.seconds += toks / *m.decode_tok_s;
+    }
+  }
+  std::string md = "## Summary per method\n\n";
+  md += "Pooled over the harmful sets of the run: ASR = attack successes / prompts with a Wilson 95% interval; "
+        "over-refusal on `" + in.over_refusal_dataset + "`; utility = reference NLL (lower is better); "
+        "speed = new tokens / decode seconds over all cells, ATGR relative to `" + in.baseline_method + "`.\n\n";
+  md += "| model | method | harmful n | ASR [95% CI] | over-refusal [95% CI] | ref NLL | decode tok/s | ATGR |\n";
+  md += "|---|---|---:|---|---|---:|---:|---:|\n";
+  for (const auto& key : order) {
+    const Pool& p = pools[key];
+    std::string asr = "—", over = "—", speed = "—", atgr = "—";
+    if (p.harmful_n > 0) {
+      const size_t k = p.harmful_n - p.harmful_refused;
+      const Interval ci = wilson_interval(k, p.harmful_n);
+      asr = pct(double(k) / double(p.harmful_n)) + " [" + pct(ci.lo) + ", " + pct(ci.hi) + "]";
+    }
+    if (p.probe)
+      over = pct(p.probe->refusal_rate) + " [" + pct(p.probe->refusal_ci95.lo) + ", " + pct(p.probe->refusal_ci95.hi) +
+             "]";
+    if (p.seconds > 0) {
+      speed = fixed(p.tokens / p.seconds, 1);
+      auto base = pools.find({key.first, in.baseline_method});
+      if (base != pools.end() && base->second.seconds > 0)
+        atgr = fixed((base->second.tokens / base->second.seconds) / (p.tokens / p.seconds), 2);
+    }
+    md += "| " + md_cell(key.first) + " | " + md_cell(key.second) + " | " + std::to_string(p.harmful_n) + " | " +
+          asr + " | " + over + " | " + (p.ref_nll ? fixed(*p.ref_nll, 3) : "—") + " | " + speed + " | " + atgr +
+          " |\n";
+  }
+  return md + "\n";
+}
+}  // namespace
+
 std::string render_report_markdown(const ReportInputs& in, const std::vector<std::string>& plots) {
   std::string md = "# " + in.title + "\n\n";
   if (!in.run_info.empty()) md += in.run_info + "\n\n";
   const auto judges = distinct(in.rows, [](const ResultRow& r) { return r.judge; });
   std::string judge_list;
   for (const auto& j : judges) judge_list += (judge_list.empty() ? "" : ", ") + ("`" + j + "`");
+  if (!in.rows.empty()) md += summary_section(in);
   md += "## Results\n\n";
   if (in.rows.empty()) {
     md += "No results yet.\n\n";

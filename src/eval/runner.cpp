@@ -246,6 +246,10 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
         artifacts.push_back(
             {{"method", config.methods[i].label}, {"path", fs::absolute(f).string()}, {"sha256", sha256_file(f)}});
     mi.extra["artifacts"] = artifacts;
+    const std::string keywords =
+        config.judge_options.keywords_path.empty() ? default_keyword_list_path() : config.judge_options.keywords_path;
+    if (fs::exists(keywords))
+      mi.extra["judge_keywords"] = {{"path", fs::absolute(keywords).string()}, {"sha256", sha256_file(keywords)}};
     mi.extra["torch_version"] = TORCH_VERSION;
     mi.extra["threads"] = torch::get_num_threads();
     mi.extra["command"] = options.command;

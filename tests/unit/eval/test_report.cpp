@@ -1,6 +1,7 @@
 // SVG writer, chart layout helpers, the four report plots, and report.md rendering.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -182,6 +183,25 @@ TEST(Report, MarkdownTableNamesJudgeAndComputesAtgr) {
   EXPECT_NE(md.find("| smollm2 | plain | xstest_safe | keyword | 40 | 10.0% ["), std::string::npos);
   EXPECT_NE(md.find("| — | 10.0% | — | 20.0 | 30.0 | 1.00 |"), std::string::npos) << md;
   EXPECT_NE(md.find("![asr_by_dataset](plots/asr_by_dataset.svg)"), std::string::npos);
+}
+
+TEST(Report, SummaryPoolsHarmfulSetsPerMethod) {
+  ReportInputs in;
+  in.rows = sample_rows();
+  const std::string md = render_report_markdown(in, {});
+  ASSERT_NE(md.find("## Summary per method"), std::string::npos) << md;
+  EXPECT_LT(md.find("## Summary per method"), md.find("## Results")) << "the summary comes first";
+  // ngsd: advbench 45/50 + gcg 27/30 refused -> 8 successes of 80 = 10.0%; over-refusal 12/40; all
+  // cells at 20 tok/s against plain's 30 -> ATGR 1.50.
+  const Interval ci = wilson_interval(8, 80);
+  char expect[256];
+  std::snprintf(expect, sizeof expect, "| smollm2 | ngsd | 80 | 10.0%% [%.1f%%, %.1f%%] | 30.0%% [", 100 * ci.lo,
+                100 * ci.hi);
+  EXPECT_NE(md.find(expect), std::string::npos) << expect << "\n" << md;
+  EXPECT_NE(md.find("| 20.0 | 1.50 |"), std::string::npos) << md;
+  // plain: 16 refused of 80 -> ASR 80.0%, its own ATGR 1.00.
+  EXPECT_NE(md.find("| smollm2 | plain | 80 | 80.0% ["), std::string::npos) << md;
+  EXPECT_NE(md.find("| 30.0 | 1.00 |"), std::string::npos) << md;
 }
 
 TEST(Report, WriteReportCreatesFilesTheDataSupports) {
