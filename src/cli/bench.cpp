@@ -144,6 +144,7 @@ struct MethodsArgs {
   int threads = 0;
   bool json = false, reference = true;
   int64_t reference_repeats = 1;  // the no-cache reference runs are slow
+  std::string prefix_cache = "on";  // on | off | both (each method with and without the PrefixKvStore)
 };
 
 // Chat prompts whose user text is ~`tokens` tokens of benign filler (row r starts r words later).
@@ -244,6 +245,8 @@ int run_bench_methods(const MethodsArgs& a) {
       if (!m.empty()) methods.push_back(m);
   }
   SAFEDEC_CHECK(!methods.empty(), "--methods is empty");
+  SAFEDEC_CHECK(a.prefix_cache == "on" || a.prefix_cache == "off" || a.prefix_cache == "both",
+                "--prefix-cache must be on, off or both, got '", a.prefix_cache, "'");
   if (std::find(methods.begin(), methods.end(), "plain") == methods.end()) methods.insert(methods.begin(), "plain");
   for (const auto& m : methods) check_method_name(m);
   ModelBundle bundle = load_model_bundle(a.model);
@@ -257,16 +260,27 @@ int run_bench_methods(const MethodsArgs& a) {
     std::function<std::unique_ptr<Strategy>()> make;
     int64_t repeats;
     std::vector<double> total, step;
+    std::string plain = "plain";  // the entry ATGR divides by
+    bool prefix_cache = true;
   };
   std::vector<Entry> entries;
   std::vector<std::unique_ptr<MethodFactory>> factories;
   std::map<std::string, MethodConfig> configs;
-  for (const auto& m : methods) {
-    configs[m] = load_method_config(m);
-    factories.push_back(std::make_unique<MethodFactory>(configs[m], bundle));
-    std::cerr << "[bench] method " << factories.back()->describe() << "\n";
-    MethodFactory* f = factories.back().get();
-    entries.push_back({m, "", [f] { return f->make(); }, a.repeats, {}, {}});
+  for (const bool with_prefixes : {true, false}) {
+    if ((with_prefixes && a.prefix_cache == "off") || (!with_prefixes && a.prefix_cache == "on")) continue;
+    const std::string suffix = !with_prefixes && a.prefix_cache == "both" ? "[prefix_cache=off]" : "";
+    for (const auto& m : methods) {
+      MethodConfig cfg = load_method_config(m);
+      cfg.prefix_cache = with_prefixes;
+      if (with_prefixes || a.prefix_cache == "off") configs[m] = cfg;  // the reference entries copy these
+      factories.push_back(std::make_unique<MethodFactory>(cfg, bundle));
+      std::cerr << "[bench] method " << factories.back()->describe() << "\n";
+      MethodFactory* f = factories.back().get();
+      Entry e{m + suffix, "", [f] { return f->make(); }, a.repeats, {}, {}};
+      e.plain = "plain" + suffix;
+      e.prefix_cache = with_prefixes;
+      entries.push_back(std::move(e));
+    }
   }
   if (a.reference) {
     StrategyEnv env;
@@ -323,9 +337,9 @@ int run_bench_methods(const MethodsArgs& a) {
     const double ms = median(e.total) * 1e3 / static_cast<double>(a.batch * a.new_tokens);
     ms_of[e.label] = {ms, median(e.step)};
   }
-  const auto plain = ms_of.at("plain");
   for (auto& e : entries) {
     const auto [ms, step] = ms_of.at(e.label);
+    const auto plain = ms_of.at(e.plain);
     nlohmann::json j = {{"method", e.label},
                         {"batch", a.batch},
                         {"prompt_tokens", a.prompt_tokens},
@@ -334,7 +348,8 @@ int run_bench_methods(const MethodsArgs& a) {
                         {"decode_tok_s", a.batch / step},
                         {"ms_per_token", ms},
                         {"atgr", ms / plain.first},
-                        {"decode_atgr", step / plain.second}};
+                        {"decode_atgr", step / plain.second},
+                        {"prefix_cache", e.prefix_cache}};
     if (!e.base.empty()) j["speedup_of_cached"] = ms / ms_of.at(e.base).first;
     out.push_back(j);
   }
@@ -372,6 +387,10 @@ Runner add_bench(CLI::App& app) {
   meth->add_option("--threads", m->threads, "CPU threads (default: all cores)");
   meth->add_flag("--json", m->json, "One JSON list on one line");
   meth->add_option("--reference-repeats", m->reference_repeats, "Timed runs of the slow no-KV-cache references")
+      ->capture_default_str();
+  meth->add_option("--prefix-cache", m->prefix_cache,
+                   "on: system turns computed once per run (PrefixKvStore); off: whole prompts every batch; "
+                   "both: every method both ways (ATGR against plain with the same setting)")
       ->capture_default_str();
   meth->add_flag("!--no-reference", m->reference, "Skip the reference-style no-KV-cache SafeDecoding/NGSD timings");
   return [a, gen, bw, m, meth] {

@@ -1,30 +1,9 @@
 #include "decoding/plain_strategy.h"
 
 #include "core/error.h"
+#include "decoding/strategies/common.h"
 
 namespace safedec {
-
-torch::Tensor prefill_batch(const CausalLM& model, const std::vector<std::vector<int32_t>>& prompts,
-                            int64_t extra_slots, int64_t pad_id, KvCache& cache) {
-  std::vector<std::vector<int64_t>> rows;
-  int64_t longest = 0;
-  for (const auto& p : prompts) {
-    SAFEDEC_CHECK(!p.empty(), "cannot generate from an empty prompt (0 tokens)");
-    rows.emplace_back(p.begin(), p.end());
-    longest = std::max<int64_t>(longest, static_cast<int64_t>(p.size()));
-  }
-  const int64_t context = model.config().context_length;
-  SAFEDEC_CHECK(context <= 0 || longest + extra_slots <= context, "the prompt has ", longest,
-                " tokens and up to ", extra_slots, " new tokens were asked for, but the model's context window is ",
-                context, " tokens; shorten the prompt or lower --max-new-tokens");
-  auto [ids, pad] = left_pad(rows, pad_id);
-  cache = model.new_cache(static_cast<int64_t>(prompts.size()), longest + extra_slots);
-  ForwardInput in;
-  in.ids = ids.to(model.device());
-  in.pad_left = pad;
-  in.last_only = true;
-  return model.forward(in, cache).select(1, 0);
-}
 
 torch::Tensor decode_step(const CausalLM& model, const std::vector<int32_t>& tokens, KvCache& cache) {
   std::vector<int64_t> t(tokens.begin(), tokens.end());
@@ -40,13 +19,14 @@ void keep_cache_rows(KvCache& cache, const std::vector<int64_t>& rows) {
   cache.compact();
 }
 
-PlainStrategy::PlainStrategy(std::shared_ptr<const CausalLM> model, int64_t pad_id)
-    : model_(std::move(model)), pad_id_(pad_id) {}
+PlainStrategy::PlainStrategy(std::shared_ptr<const CausalLM> model, int64_t pad_id,
+                             std::shared_ptr<PrefixKvStore> prefixes)
+    : model_(std::move(model)), pad_id_(pad_id), prefixes_(std::move(prefixes)) {}
 
 void PlainStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max_new_tokens) {
-  std::vector<std::vector<int32_t>> ids;
-  for (const auto& p : prompts) ids.push_back(p.ids);
-  last_ = prefill_batch(*model_, ids, max_new_tokens, pad_id_, cache_);
+  std::vector<BranchRow> rows;
+  for (const auto& p : prompts) rows.push_back(prompt_row(p));
+  last_ = prefill_rows(*model_, rows, max_new_tokens, pad_id_, cache_, nullptr, nullptr, prefixes_.get());
 }
 
 torch::Tensor PlainStrategy::next_scores(int64_t) { return last_; }

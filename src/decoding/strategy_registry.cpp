@@ -53,6 +53,7 @@ MethodFactory::MethodFactory(MethodConfig config, const ModelBundle& target, Tra
   env_.tokenizer = target.tokenizer;
   env_.eos_ids = target.tokenizer->eog_ids();
   env_.trace = std::move(trace);
+  if (config_.prefix_cache) env_.prefixes = std::make_shared<PrefixKvStore>();
   const auto& mc = target.model->config();
   const SteerConfig* steer = config_.method == "acd"    ? &config_.acd.steer
                              : config_.method == "ngsd" ? &config_.ngsd.steer
@@ -93,7 +94,7 @@ MethodFactory::MethodFactory(MethodConfig config, const ModelBundle& target, Tra
 
 std::unique_ptr<Strategy> MethodFactory::make() const {
   const auto& m = config_.method;
-  if (m == "plain") return std::make_unique<PlainStrategy>(env_.model, env_.pad_id);
+  if (m == "plain") return std::make_unique<PlainStrategy>(env_.model, env_.pad_id, env_.prefixes);
   if (m == "acd") return std::make_unique<AcdStrategy>(env_, config_.acd, sp_, ap_);
   if (m == "safedecoding") return std::make_unique<SafeDecodingStrategy>(env_, config_.safedecoding, adapter_);
   if (m == "ngsd")
@@ -107,6 +108,7 @@ std::unique_ptr<Strategy> MethodFactory::make() const {
 std::string MethodFactory::describe() const {
   const auto& m = config_.method;
   std::string s = m;
+  if (!config_.prefix_cache) s += " [prefix cache off]";
   if (m == "acd")
     s += " (alpha " + std::to_string(config_.acd.alpha) + ", prompts " + config_.acd.prompts + ", variant " +
          config_.acd.variant + ")";

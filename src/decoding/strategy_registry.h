@@ -26,6 +26,8 @@ class MethodFactory {
   std::unique_ptr<Strategy> make() const;
   // A one-line description for logs.
   std::string describe() const;
+  // The store of system-turn keys/values shared by this factory's strategies (null if prefix_cache is off).
+  const PrefixKvStore* prefixes() const { return env_.prefixes.get(); }
 
  private:
   MethodConfig config_;

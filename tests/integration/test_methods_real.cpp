@@ -111,6 +111,30 @@ TEST(MethodsReal, NgsdSharedForwardEqualsSeparateForwards) {
   for (size_t i = 0; i < joint.size(); ++i) EXPECT_EQ(joint[i].tokens, separate[i].tokens) << joint[i].id;
 }
 
+TEST(MethodsReal, StoredSystemTurnsGiveTheSameTokensAsWholePrompts) {
+  // prefix_cache (default on) computes each branch's system turn once per factory; the first batch
+  // computes and stores it, the second batch takes it from the store. Both equal whole-prompt prefill.
+  const std::string icv = "icv: " + icv_path();
+  for (const auto& [method, yaml] : std::vector<std::pair<std::string, std::string>>{
+           {"plain", ""}, {"acd", ""}, {"safedecoding", ""}, {"ngsd", "alpha: 0.9"}, {"steer", icv}}) {
+    auto whole = generate(config(method, yaml + (yaml.empty() ? "" : "\n") + "prefix_cache: false"), benign_prompts(), 16);
+    MethodFactory f(config(method, yaml), bundle());
+    GenerationOptions opt = bundle().generation_options();
+    opt.max_new_tokens = 16;
+    Generator gen(opt);
+    torch::InferenceMode guard;
+    for (int batch = 0; batch < 2; ++batch) {
+      auto s = f.make();
+      auto out = gen.run(*s, benign_prompts());
+      ASSERT_EQ(out.size(), whole.size());
+      for (size_t i = 0; i < out.size(); ++i)
+        EXPECT_EQ(out[i].tokens, whole[i].tokens) << method << " batch " << batch << " prompt " << out[i].id;
+    }
+    ASSERT_NE(f.prefixes(), nullptr) << method;
+    EXPECT_GT(f.prefixes()->hits(), 0) << method << ": the second batch must take its system turns from the store";
+  }
+}
+
 TEST(MethodsReal, SteerAndStackedSteerGenerate) {
   const std::string icv = "{icv: " + icv_path() + "}";
   expect_text(generate(config("steer", "icv: " + icv_path()), benign_prompts(), 12), "steer");

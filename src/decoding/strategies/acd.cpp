@@ -34,14 +34,10 @@ AcdStrategy::AcdStrategy(StrategyEnv env, AcdConfig config, torch::Tensor sp, to
 
 BranchRow AcdStrategy::branch_row(const StrategyPrompt& p, const std::string& kind) const {
   BranchRow row;
-  if (!env_.render) {  // no chat template (tests on token prompts): the prompt's own ids
-    row.ids = p.ids;
-    return row;
-  }
+  if (!env_.render) return prompt_row(p);  // no chat template (tests on token prompts): the prompt's own ids
   if (config_.prompts == "manual" || kind == "null") {
     const std::string text = kind == "safe" ? config_.safe_prompt : kind == "opposite" ? config_.opposite_prompt : "";
-    row.ids = env_.render(p, text).ids;
-    return row;
+    return prompt_row(env_.render(p, text));
   }
   // Soft prompt: render with an explicit empty system text and splice the embeddings into the slot
   // (for templates without a system role the slot sits where the template puts system text).
@@ -50,6 +46,7 @@ BranchRow AcdStrategy::branch_row(const StrategyPrompt& p, const std::string& ki
   row.ids = empty.ids;
   row.embeds = (kind == "safe" ? sp_ : ap_).to(env_.model->dtype());
   row.embeds_at = empty.system_begin;
+  row.shared_prefix = empty.system_end + row.embeds.size(0);  // the system turn including the soft prompt
   return row;
 }
 
@@ -62,7 +59,7 @@ void AcdStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max_
   for (const auto& p : prompts) rows.push_back(branch_row(p, sp_kind));
   for (const auto& p : prompts) rows.push_back(branch_row(p, ap_kind));
   logits_ = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_,
-                         env_.steering ? env_.steering->hooks() : nullptr);
+                         env_.steering ? env_.steering->hooks() : nullptr, nullptr, env_.prefixes.get());
 }
 
 torch::Tensor AcdStrategy::next_scores(int64_t step) {

@@ -9,7 +9,8 @@
 namespace safedec {
 
 torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& rows, int64_t extra_slots,
-                           int64_t pad_id, KvCache& cache, const ForwardHooks* hooks, torch::Tensor* last_hidden) {
+                           int64_t pad_id, KvCache& cache, const ForwardHooks* hooks, torch::Tensor* last_hidden,
+                           PrefixKvStore* prefixes) {
   SAFEDEC_CHECK(!rows.empty(), "cannot prefill an empty batch (0 rows)");
   const int64_t B = static_cast<int64_t>(rows.size());
   int64_t T = 0;
@@ -20,10 +21,12 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
     any_embeds = any_embeds || r.embeds.defined();
   }
   const int64_t context = model.config().context_length;
-  SAFEDEC_CHECK(context <= 0 || T + extra_slots <= context, "the prompt has ", T, " positions and up to ",
+  SAFEDEC_CHECK(context <= 0 || T + extra_slots <= context, "the prompt has ", T,
+                any_embeds ? " positions (tokens and soft-prompt vectors)" : " tokens", " and up to ",
                 extra_slots, " new tokens were asked for, but the model's context window is ", context,
                 " tokens; shorten the prompt or lower --max-new-tokens");
   const int64_t d = model.config().hidden_size;
+  // The whole batch right-aligned in [B, T]: row b occupies columns [T - length_b, T).
   auto ids = torch::full({B, T}, pad_id, torch::kInt64);
   auto pad = torch::zeros({B}, torch::kInt64);
   torch::Tensor embeds, mask;
@@ -31,36 +34,80 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
     embeds = torch::zeros({B, T, d}, torch::TensorOptions().dtype(model.dtype()));
     mask = torch::zeros({B, T}, torch::kBool);
   }
-  auto ids_a = ids.accessor<int64_t, 2>();
   for (int64_t b = 0; b < B; ++b) {
     const auto& r = rows[b];
-    const int64_t start = T - r.length();
-    pad[b] = start;
     const int64_t n_ids = static_cast<int64_t>(r.ids.size());
-    const int64_t L = r.embeds.defined() ? r.embeds.size(0) : 0;
-    const int64_t at = r.embeds.defined() ? r.embeds_at : n_ids;
-    SAFEDEC_CHECK(!r.embeds.defined() || (at >= 0 && at <= n_ids && r.embeds.dim() == 2 && r.embeds.size(1) == d),
+    SAFEDEC_CHECK(!r.embeds.defined() || (r.embeds_at >= 0 && r.embeds_at <= n_ids && r.embeds.dim() == 2 &&
+                                          r.embeds.size(1) == d),
                   "soft prompt of row ", b, " must be [L, ", d, "] inserted at a token index in [0, ", n_ids,
-                  "], got shape ", r.embeds.sizes(), " at ", at);
-    int64_t pos = start;
-    for (int64_t i = 0; i <= n_ids; ++i) {
-      if (i == at && L > 0) {
-        embeds[b].narrow(0, pos, L).copy_(r.embeds.to(embeds.dtype()));
-        mask[b].narrow(0, pos, L).fill_(true);
-        pos += L;
-      }
-      if (i < n_ids) ids_a[b][pos++] = r.ids[i];
-    }
-    SAFEDEC_ASSERT(pos == T, "prefill_rows: row layout mismatch");
+                  "], got shape ", r.embeds.sizes(), " at ", r.embeds_at);
+    pad[b] = T - r.length();
+    layout_prefix_row(r, 0, r.length(), b, T - r.length(), ids, embeds, mask);
   }
+
+  // Stored prefixes: row b takes its first min(shared_prefix, length - 1) positions from the store
+  // (the last position is always computed, it gives the logits). The forward then covers only the
+  // last T_new columns, T_new = max_b (length_b - cached_b); columns [0, T - T_new) come from the
+  // store, which holds enough of every row because length_b - T_new <= cached_b.
+  std::vector<std::shared_ptr<const PrefixKvStore::Entry>> stored(B);
+  int64_t T_new = T;
+  if (prefixes && PrefixKvStore::usable_with(hooks)) {
+    int64_t need = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& r = rows[b];
+      const int64_t P = std::min(r.shared_prefix, r.length() - 1);
+      if (P >= 1) {
+        PrefixSpec spec;
+        const int64_t L = r.embeds.defined() ? r.embeds.size(0) : 0;
+        const int64_t at = L > 0 ? r.embeds_at : static_cast<int64_t>(r.ids.size());
+        if (L > 0 && P > at && P < at + L) {
+          need = std::max(need, r.length());  // a prefix ending inside a soft prompt: not shared
+          continue;
+        }
+        const int64_t n_prefix_ids = P <= at ? P : P - L;
+        spec.ids.assign(r.ids.begin(), r.ids.begin() + n_prefix_ids);
+        if (L > 0 && P >= at + L) {
+          spec.embeds = r.embeds;
+          spec.embeds_at = at;
+        }
+        stored[b] = prefixes->get(model, hooks, spec);
+        need = std::max(need, r.length() - P);
+      } else {
+        need = std::max(need, r.length());
+      }
+    }
+    T_new = need;
+  }
+  const int64_t past = T - T_new;
+
   cache = model.new_cache(B, T + extra_slots);
   ForwardInput in;
-  in.ids = ids.to(model.device());
-  in.pad_left = pad;
   in.last_only = true;
-  if (any_embeds) {
-    in.input_embeds = embeds.to(model.device());
-    in.embeds_mask = mask.to(model.device());
+  if (past == 0) {
+    in.ids = ids.to(model.device());
+    in.pad_left = pad;
+    if (any_embeds) {
+      in.input_embeds = embeds.to(model.device());
+      in.embeds_mask = mask.to(model.device());
+    }
+  } else {
+    cache.set_padding(pad);
+    auto pad_a = pad.accessor<int64_t, 1>();
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t n = past - pad_a[b];  // stored positions of row b in columns [pad_b, past)
+      if (n <= 0) continue;
+      SAFEDEC_ASSERT(stored[b] && stored[b]->length >= n, "prefill_rows: stored prefix too short");
+      for (int64_t l = 0; l < cache.n_layers(); ++l) {
+        cache.keys(l)[b].narrow(1, pad_a[b], n).copy_(stored[b]->keys[l].narrow(1, 0, n));
+        cache.values(l)[b].narrow(1, pad_a[b], n).copy_(stored[b]->values[l].narrow(1, 0, n));
+      }
+    }
+    cache.advance(past);
+    in.ids = ids.narrow(1, past, T_new).contiguous().to(model.device());
+    if (any_embeds) {
+      in.input_embeds = embeds.narrow(1, past, T_new).contiguous().to(model.device());
+      in.embeds_mask = mask.narrow(1, past, T_new).contiguous().to(model.device());
+    }
   }
   if (last_hidden) {
     ForwardOutput out = model.forward_full(in, cache, hooks);
@@ -68,6 +115,10 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
     return out.logits.select(1, 0);
   }
   return model.forward(in, cache, hooks).select(1, 0);
+}
+
+BranchRow prompt_row(const StrategyPrompt& p) {
+  return BranchRow(p.ids, torch::Tensor(), -1, std::max<int64_t>(0, p.system_end));
 }
 
 torch::Tensor step_rows(const CausalLM& model, const std::vector<int32_t>& tokens, KvCache& cache,

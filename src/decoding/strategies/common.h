@@ -14,6 +14,7 @@
 #include "decoding/strategy.h"
 #include "kernels/steering_math.h"
 #include "model/causal_lm.h"
+#include "model/prefix_cache.h"
 #include "tokenizer/tokenizer.h"
 
 namespace safedec {
@@ -28,19 +29,25 @@ using PromptRenderer = std::function<StrategyPrompt(const StrategyPrompt& base, 
 using TraceSink = std::function<void(const nlohmann::json&)>;
 
 // One row of a branch: token ids, optionally with soft-prompt embeddings [L, d] inserted before
-// ids[embeds_at] (embeds_at == ids.size() appends them).
-struct BranchRow {
-  std::vector<int32_t> ids;
-  torch::Tensor embeds;
-  int64_t embeds_at = -1;
-  int64_t length() const { return static_cast<int64_t>(ids.size()) + (embeds.defined() ? embeds.size(0) : 0); }
+// ids[embeds_at] (embeds_at == ids.size() appends them). The first `shared_prefix` positions are
+// the same for every prompt of the branch (its system turn), so a PrefixKvStore may supply them.
+struct BranchRow : PrefixSpec {
+  int64_t shared_prefix = 0;
+  BranchRow() = default;
+  BranchRow(std::vector<int32_t> row_ids, torch::Tensor row_embeds = {}, int64_t at = -1, int64_t shared = 0)
+      : PrefixSpec{std::move(row_ids), std::move(row_embeds), at}, shared_prefix(shared) {}
 };
+
+// A prompt's own rendering as a branch row; its system turn (ids up to system_end) is shared.
+BranchRow prompt_row(const StrategyPrompt& p);
 
 // Left-pads the rows, creates `cache` and prefills it; returns the last-position logits [B, V].
 // If `last_hidden` is given it receives the final-normed hidden state of each row's last token [B, d].
+// With a `prefixes` store (and hooks it accepts), each row's `shared_prefix` positions come from the
+// store and only the rest of the rows is run through the model.
 torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& rows, int64_t extra_slots,
                            int64_t pad_id, KvCache& cache, const ForwardHooks* hooks = nullptr,
-                           torch::Tensor* last_hidden = nullptr);
+                           torch::Tensor* last_hidden = nullptr, PrefixKvStore* prefixes = nullptr);
 // Feeds one token per row; returns the next logits [B, V].
 torch::Tensor step_rows(const CausalLM& model, const std::vector<int32_t>& tokens, KvCache& cache,
                         const ForwardHooks* hooks = nullptr);
@@ -86,6 +93,7 @@ struct StrategyEnv {
   std::vector<int32_t> eos_ids;           // optional (NGSD early stop, self-reflection)
   std::shared_ptr<const Steering> steering;  // optional ICV steering of the target
   TraceSink trace;                        // optional per-token trace
+  std::shared_ptr<PrefixKvStore> prefixes;  // optional: system-turn KV computed once per run
 };
 
 // Book-keeping every strategy shares: ids of the active rows and the decoding step, for traces.

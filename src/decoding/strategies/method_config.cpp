@@ -137,6 +137,7 @@ MethodConfig parse_method_config(const std::string& method, const YAML::Node& no
   std::string named = method;
   r.get("method", named);
   SAFEDEC_CHECK(named == method, where, ": the file configures method '", named, "' but --method is '", method, "'");
+  r.get("prefix_cache", c.prefix_cache);
   if (method == "plain") {
   } else if (method == "acd") {
     auto& a = c.acd;
@@ -207,7 +208,8 @@ MethodConfig load_method_config(const std::string& method, const std::string& fi
 
 std::string MethodConfig::dump() const {
   YAML::Emitter e;
-  e << YAML::BeginMap << YAML::Key << "method" << YAML::Value << method;
+  e << YAML::BeginMap << YAML::Key << "method" << YAML::Value << method << YAML::Key << "prefix_cache"
+    << YAML::Value << prefix_cache;
   auto steer_out = [&](const SteerConfig& s) {
     e << YAML::Key << "steer" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value << s.enabled
       << YAML::Key << "icv" << YAML::Value << s.icv << YAML::Key << "alpha" << YAML::Value << s.alpha << YAML::Key

@@ -68,6 +68,9 @@ struct MethodConfig {
   SafeDecodingConfig safedecoding;
   NgsdConfig ngsd;
   SteerConfig steer;  // the `steer` method itself (enabled)
+  // Compute each branch's system turn once per run and reuse its keys/values (PrefixKvStore);
+  // false: every batch prefills whole prompts (for timing comparisons).
+  bool prefix_cache = true;
   std::string source;  // where it came from (for messages)
   // The resolved configuration as YAML text (written next to results).
   std::string dump() const;

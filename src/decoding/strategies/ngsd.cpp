@@ -46,11 +46,10 @@ void NgsdStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max
   const int64_t B = static_cast<int64_t>(prompts.size());
   std::vector<BranchRow> target_rows, expert_rows;
   for (const auto& p : prompts) {
-    target_rows.push_back(BranchRow{p.ids, {}, -1});
-    BranchRow e;
-    e.ids = expert_render_ ? expert_render_(p, p.has_system ? std::optional<std::string>(p.system) : std::nullopt).ids
-                           : p.ids;
-    expert_rows.push_back(std::move(e));
+    target_rows.push_back(prompt_row(p));
+    expert_rows.push_back(
+        expert_render_ ? prompt_row(expert_render_(p, p.has_system ? std::optional<std::string>(p.system) : std::nullopt))
+                       : prompt_row(p));
   }
   const ForwardHooks* hooks = env_.steering ? env_.steering->hooks() : nullptr;
   torch::Tensor hidden;
@@ -60,14 +59,15 @@ void NgsdStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max
     std::vector<BranchRow> rows = target_rows;
     rows.insert(rows.end(), expert_rows.begin(), expert_rows.end());
     torch::Tensor l = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_b_, nullptr,
-                                   risk_estimator_->needs_hidden() ? &hidden : nullptr);
+                                   risk_estimator_->needs_hidden() ? &hidden : nullptr, env_.prefixes.get());
     l_b_ = l.narrow(0, 0, B);
     l_e_ = l.narrow(0, B, B);
     if (hidden.defined()) hidden = hidden.narrow(0, 0, B);
   } else {
     l_b_ = prefill_rows(*env_.model, target_rows, max_new_tokens, env_.pad_id, cache_b_, hooks,
-                        risk_estimator_->needs_hidden() ? &hidden : nullptr);
-    l_e_ = prefill_rows(*expert_, expert_rows, max_new_tokens, env_.pad_id, cache_e_);
+                        risk_estimator_->needs_hidden() ? &hidden : nullptr, env_.prefixes.get());
+    l_e_ = prefill_rows(*expert_, expert_rows, max_new_tokens, env_.pad_id, cache_e_, nullptr, nullptr,
+                        env_.prefixes.get());
   }
   // Step A after the prefill (the probe reads the prompt's last hidden state).
   auto est = risk_estimator_->estimate(prompts, hidden);

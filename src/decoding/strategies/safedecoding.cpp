@@ -109,16 +109,15 @@ void SafeDecodingStrategy::start(const std::vector<StrategyPrompt>& prompts, int
   fed_ = 0;
   expert_on_ = true;
   std::vector<BranchRow> rows;
-  for (const auto& p : prompts) rows.push_back(BranchRow{p.ids, {}, -1});
+  for (const auto& p : prompts) rows.push_back(prompt_row(p));
   for (const auto& p : prompts) {
-    BranchRow r;
-    if (config_.expert == "system_prompt" && env_.render)
-      r.ids = env_.render(p, config_.expert_system).ids;
-    else
-      r.ids = p.ids;  // LoRA expert (or token prompts in tests): the same rendering
-    rows.push_back(std::move(r));
+    // LoRA expert (or token prompts in tests): the same rendering.
+    rows.push_back(config_.expert == "system_prompt" && env_.render ? prompt_row(env_.render(p, config_.expert_system))
+                                                                    : prompt_row(p));
   }
-  logits_ = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_, hooks());
+  // (A LoRA expert's hooks act on some rows only; prefill_rows then computes every prefix itself.)
+  logits_ = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_, hooks(), nullptr,
+                         env_.prefixes.get());
 }
 
 torch::Tensor SafeDecodingStrategy::next_scores(int64_t step) {

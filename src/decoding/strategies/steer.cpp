@@ -14,8 +14,9 @@ SteerStrategy::SteerStrategy(StrategyEnv env, std::shared_ptr<const Steering> st
 
 void SteerStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max_new_tokens) {
   std::vector<BranchRow> rows;
-  for (const auto& p : prompts) rows.push_back(BranchRow{p.ids, {}, -1});
-  logits_ = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_, steering_->hooks());
+  for (const auto& p : prompts) rows.push_back(prompt_row(p));
+  logits_ = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_, steering_->hooks(), nullptr,
+                         env_.prefixes.get());
 }
 
 torch::Tensor SteerStrategy::next_scores(int64_t) { return logits_; }

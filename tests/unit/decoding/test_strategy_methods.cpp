@@ -406,3 +406,165 @@ TEST(SafeDecodingStrategy, LoadsAPeftAdapterDirectory) {
   EXPECT_THROW(load_peft_adapter(dir, model->config()), Error);
   std::filesystem::remove_all(dir);
 }
+
+// ---- Stored prompt prefixes (PrefixKvStore) ----
+
+namespace {
+
+// Logits and, over the real slots of every row, keys and values agree.
+void expect_same_prefill(const torch::Tensor& l1, const KvCache& c1, const torch::Tensor& l2, KvCache& c2,
+                         const std::string& what) {
+  ASSERT_TRUE(torch::allclose(l1, l2, 1e-5, 1e-5)) << what << ": logits differ by "
+                                                    << (l1 - l2).abs().max().item<float>();
+  ASSERT_EQ(c1.length(), c2.length()) << what;
+  ASSERT_TRUE(torch::equal(c1.pad_offsets(), c2.pad_offsets())) << what;
+  KvCache& m1 = const_cast<KvCache&>(c1);
+  for (int64_t b = 0; b < c1.batch(); ++b) {
+    const int64_t p = c1.pad_offsets()[b].item<int64_t>(), n = c1.length() - p;
+    for (int64_t l = 0; l < c1.n_layers(); ++l) {
+      EXPECT_TRUE(torch::allclose(m1.keys(l)[b].narrow(1, p, n), c2.keys(l)[b].narrow(1, p, n), 1e-5, 1e-5))
+          << what << ": keys of row " << b << " layer " << l;
+      EXPECT_TRUE(torch::allclose(m1.values(l)[b].narrow(1, p, n), c2.values(l)[b].narrow(1, p, n), 1e-5, 1e-5))
+          << what << ": values of row " << b << " layer " << l;
+    }
+  }
+}
+
+std::vector<BranchRow> prefix_rows(const torch::Tensor& soft) {
+  return {
+      BranchRow({1, 2, 3, 4, 5, 6}, {}, -1, 4),          // system [1..4] + user [5, 6]
+      BranchRow({1, 2, 3, 4, 7, 8, 9, 10, 11}, {}, -1, 4),  // same system, longer user turn
+      BranchRow({20, 21, 22, 5}, {}, -1, 3),             // another system turn
+      BranchRow({9}, {}, -1, 0),                         // nothing shared, shortest row (padded in the forward)
+      BranchRow({1, 2, 3, 4}, {}, -1, 10),               // shared_prefix past the end: the last token is computed
+      BranchRow({1, 2, 3, 6, 7}, soft, 2, 4),            // [1, 2] + soft prompt (2 rows) is the shared part
+      BranchRow({1, 2, 3, 6, 7}, soft, 2, 3),            // a prefix ending inside the soft prompt: not shared
+  };
+}
+
+}  // namespace
+
+TEST(PrefixKvStore, PrefillWithStoredPrefixesEqualsTheWholePrefill) {
+  torch::InferenceMode guard;
+  auto model = tiny_model();
+  auto soft = model->embed(torch::tensor({{13L, 17L}})).squeeze(0) * 0.7;
+  auto rows = prefix_rows(soft);
+  ForwardHooks steer;
+  steer.mlp_transform = [](int64_t layer, const torch::Tensor& m) { return layer == 1 ? m * 0.5 + 0.1 : m; };
+  for (const ForwardHooks* hooks : std::vector<const ForwardHooks*>{nullptr, &steer}) {
+    const std::string what = hooks ? "steered" : "plain";
+    PrefixKvStore store;
+    KvCache whole, cached;
+    auto l_whole = prefill_rows(*model, rows, 5, 0, whole, hooks);
+    auto l_cached = prefill_rows(*model, rows, 5, 0, cached, hooks, nullptr, &store);
+    EXPECT_EQ(store.misses(), 4) << what << ": 4 distinct shared prefixes (3 token ones + the soft one)";
+    EXPECT_EQ(store.hits(), 1) << what << ": the second row reuses the first row's system turn";
+    expect_same_prefill(l_whole, whole, l_cached, cached, what);
+    // The next batch takes every prefix from the store, and decoding continues identically.
+    KvCache again;
+    auto l_again = prefill_rows(*model, rows, 5, 0, again, hooks, nullptr, &store);
+    EXPECT_EQ(store.misses(), 4) << what;
+    EXPECT_EQ(store.hits(), 6) << what;
+    expect_same_prefill(l_whole, whole, l_again, again, what + ", second batch");
+    for (int step = 0; step < 3; ++step) {
+      std::vector<int32_t> t(rows.size(), static_cast<int32_t>(30 + step));
+      auto a = step_rows(*model, t, whole, hooks);
+      auto b = step_rows(*model, t, again, hooks);
+      EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-4)) << what << ": decode step " << step << " differs by " << (a - b).abs().max().item<float>() << " (logits up to " << a.abs().max().item<float>() << ")";
+    }
+  }
+}
+
+TEST(PrefixKvStore, OnlyRowsWithASharedPrefixSkipWorkAndTheForwardShrinks) {
+  torch::InferenceMode guard;
+  auto model = tiny_model();
+  PrefixKvStore store;
+  // Two rows of 9 positions whose first 6 are shared: the forward runs 3 columns, the cache holds 9.
+  std::vector<BranchRow> rows{BranchRow({1, 2, 3, 4, 5, 6, 7, 8, 9}, {}, -1, 6),
+                              BranchRow({1, 2, 3, 4, 5, 6, 10, 11, 12}, {}, -1, 6)};
+  KvCache cache;
+  int64_t seen_T = -1;
+  ForwardHooks probe;
+  probe.mlp_transform = [&](int64_t, const torch::Tensor& m) {
+    seen_T = m.size(1);
+    return m;
+  };
+  prefill_rows(*model, rows, 2, 0, cache, &probe, nullptr, &store);  // miss: the prefix runs alone (6), then 3
+  EXPECT_EQ(seen_T, 3);
+  EXPECT_EQ(cache.length(), 9);
+  EXPECT_EQ(cache.pad_offsets()[0].item<int64_t>(), 0);
+}
+
+TEST(PrefixKvStore, EvictsTheLeastRecentlyUsedAndRefusesRowDependentHooks) {
+  torch::InferenceMode guard;
+  auto model = tiny_model();
+  PrefixKvStore store(2);
+  auto get = [&](std::vector<int32_t> ids) { return store.get(*model, nullptr, PrefixSpec{std::move(ids), {}, -1}); };
+  auto a = get({1, 2});
+  get({3, 4});
+  EXPECT_EQ(get({1, 2}).get(), a.get());  // hit: [1, 2] is now the most recent
+  get({5, 6});                            // evicts [3, 4]
+  EXPECT_EQ(store.size(), 2u);
+  EXPECT_EQ(store.misses(), 3);
+  get({1, 2});
+  EXPECT_EQ(store.misses(), 3) << "[1, 2] must have survived";
+  get({3, 4});
+  EXPECT_EQ(store.misses(), 4) << "[3, 4] must have been evicted";
+  EXPECT_EQ(a->length, 2);
+  EXPECT_EQ(a->keys.size(), 3u);
+
+  ForwardHooks lora;
+  lora.loras.push_back(LoraBinding{});
+  EXPECT_FALSE(PrefixKvStore::usable_with(&lora));
+  CaptureRequest cap;
+  ForwardHooks capture;
+  capture.capture = &cap;
+  EXPECT_FALSE(PrefixKvStore::usable_with(&capture));
+  EXPECT_TRUE(PrefixKvStore::usable_with(nullptr));
+  EXPECT_THROW(store.get(*model, &lora, PrefixSpec{{1, 2}, {}, -1}), Error);
+}
+
+TEST(PrefixKvStore, EveryStrategyDecodesTheSameTokensWithAndWithoutTheStore) {
+  torch::InferenceMode guard;
+  auto model = tiny_model();
+  // Prompts that carry a 3-token "default system turn"; fake_render replaces it for other branches.
+  std::vector<StrategyPrompt> prompts;
+  int i = 0;
+  for (auto p : mixed_prompts()) {
+    p.ids.insert(p.ids.begin(), {30, 31, 32});
+    p.system_begin = 0;
+    p.system_end = 3;
+    p.id = "p" + std::to_string(i++);
+    prompts.push_back(p);
+  }
+  auto icv = torch::randn({3, 32}, torch::TensorOptions().dtype(torch::kFloat32)) * 0.3;
+  auto steering = std::make_shared<Steering>(icv, 0.5, SteerForm::kCode);
+  auto store = std::make_shared<PrefixKvStore>();
+  auto make_all = [&](bool with_store) {
+    std::vector<std::pair<std::string, std::unique_ptr<Strategy>>> s;
+    StrategyEnv env = env_of(model, true);
+    if (with_store) env.prefixes = store;
+    s.emplace_back("plain", std::make_unique<PlainStrategy>(model, 0, env.prefixes));
+    s.emplace_back("acd", std::make_unique<AcdStrategy>(env, AcdConfig{}));
+    s.emplace_back("safedecoding", std::make_unique<SafeDecodingStrategy>(env, SafeDecodingConfig{}));
+    NgsdConfig n;
+    n.alpha = 0.9;
+    auto expert_render = [](const StrategyPrompt& p, const std::optional<std::string>&) {
+      return fake_render(p, std::string("a safety prompt"));
+    };
+    s.emplace_back("ngsd", std::make_unique<NgsdStrategy>(env, n, model, expert_render, std::make_unique<FixedRisk>(0.9)));
+    StrategyEnv steered = env;
+    steered.steering = steering;
+    s.emplace_back("steer", std::make_unique<SteerStrategy>(steered, steering));
+    return s;
+  };
+  // Two rounds of fresh strategies sharing one store: the second round takes every prefix from it.
+  for (int round = 0; round < 2; ++round) {
+    auto with = make_all(true), without = make_all(false);
+    for (size_t k = 0; k < with.size(); ++k)
+      expect_same_tokens(run(*with[k].second, prompts), run(*without[k].second, prompts),
+                         with[k].first + " with vs without stored prefixes, round " + std::to_string(round));
+  }
+  EXPECT_GT(store->hits(), 0);
+  EXPECT_GE(store->size(), 3u) << "default, safe/opposite (ACD) and safety (SafeDecoding/NGSD) system turns";
+}

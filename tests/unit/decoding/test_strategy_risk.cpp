@@ -105,6 +105,12 @@ TEST(MethodConfig, DefaultsFollowTheSpec) {
   EXPECT_TRUE(n.ngsd.steer.enabled);
   EXPECT_EQ(n.ngsd.steer.icv, "x.safetensors");
   EXPECT_NE(n.dump().find("risk: fixed"), std::string::npos);
+  // The system-turn store is on by default for every method and can be switched off.
+  EXPECT_TRUE(a.prefix_cache);
+  MethodConfig off = parse_method_config("plain", YAML::Load("prefix_cache: false"), "p.yaml");
+  EXPECT_FALSE(off.prefix_cache);
+  EXPECT_NE(off.dump().find("prefix_cache: false"), std::string::npos);
+  EXPECT_THROW(parse_method_config("plain", YAML::Load("prefix_cache: sometimes"), "p.yaml"), Error);
 }
 
 TEST(MethodConfig, BadKeysAndValuesAreNamed) {
