@@ -19,6 +19,7 @@
 #include "decoding/plain_strategy.h"
 #include "decoding/strategies/common.h"
 #include "decoding/strategy_registry.h"
+#include "eval/dataset.h"
 #include "kernels/ops.h"
 
 namespace safedec::cli {
@@ -145,7 +146,24 @@ struct MethodsArgs {
   bool json = false, reference = true;
   int64_t reference_repeats = 1;  // the no-cache reference runs are slow
   std::string prefix_cache = "on";  // on | off | both (each method with and without the PrefixKvStore)
+  std::string dataset;              // non-empty: the first `batch` prompts of this evaluation set's seeded sample
 };
+
+// `batch` chat prompts of an evaluation set (its seeded --limit sample, seed 0), never printed.
+std::vector<StrategyPrompt> dataset_prompts(const ModelBundle& b, const std::string& name, int64_t batch) {
+  const DatasetRegistry registry = DatasetRegistry::builtin();
+  const DatasetSpec& spec = registry.get(name);
+  check_dataset_use(spec, DatasetUse::Evaluate);
+  DatasetLoadOptions o;
+  o.limit = static_cast<size_t>(batch);
+  Dataset d = load_dataset(spec, o);
+  SAFEDEC_CHECK(static_cast<int64_t>(d.examples.size()) == batch, "the dataset ", name, " has only ",
+                d.examples.size(), " prompts but --batch is ", batch);
+  std::vector<StrategyPrompt> out;
+  for (const auto& e : d.examples)
+    out.push_back(b.make_prompt(e.id, e.prompt, e.system.empty() ? std::nullopt : std::optional<std::string>(e.system)));
+  return out;
+}
 
 // Chat prompts whose user text is ~`tokens` tokens of benign filler (row r starts r words later).
 std::vector<StrategyPrompt> chat_prompts(const ModelBundle& b, int64_t batch, int64_t tokens) {
@@ -250,7 +268,12 @@ int run_bench_methods(const MethodsArgs& a) {
   if (std::find(methods.begin(), methods.end(), "plain") == methods.end()) methods.insert(methods.begin(), "plain");
   for (const auto& m : methods) check_method_name(m);
   ModelBundle bundle = load_model_bundle(a.model);
-  auto prompts = chat_prompts(bundle, a.batch, a.prompt_tokens);
+  auto prompts = a.dataset.empty() ? chat_prompts(bundle, a.batch, a.prompt_tokens)
+                                   : dataset_prompts(bundle, a.dataset, a.batch);
+  double mean_prompt_tokens = 0;
+  for (const auto& p : prompts) mean_prompt_tokens += static_cast<double>(p.ids.size()) / prompts.size();
+  std::cerr << "[bench] prompts: " << (a.dataset.empty() ? "benign filler" : a.dataset) << ", " << prompts.size()
+            << " rows, mean " << mean_prompt_tokens << " tokens with the chat template\n";
   torch::InferenceMode guard;
 
   // Every timed configuration; the runs are interleaved (repeat r of every method, then r + 1) so
@@ -342,7 +365,9 @@ int run_bench_methods(const MethodsArgs& a) {
     const auto plain = ms_of.at(e.plain);
     nlohmann::json j = {{"method", e.label},
                         {"batch", a.batch},
-                        {"prompt_tokens", a.prompt_tokens},
+                        {"prompts", a.dataset.empty() ? std::string("filler") : a.dataset},
+                        {"prompt_tokens", a.dataset.empty() ? a.prompt_tokens : int64_t{-1}},
+                        {"mean_rendered_prompt_tokens", mean_prompt_tokens},
                         {"new_tokens", a.new_tokens},
                         {"repeats", static_cast<int64_t>(e.total.size())},
                         {"decode_tok_s", a.batch / step},
@@ -381,7 +406,11 @@ Runner add_bench(CLI::App& app) {
   meth->add_option("--methods", m->methods, "Comma-separated methods (configs/methods/<name>.yaml)")
       ->capture_default_str();
   meth->add_option("--batch", m->batch, "Sequences per batch")->capture_default_str();
-  meth->add_option("--prompt-tokens", m->prompt_tokens, "User-text length in tokens")->capture_default_str();
+  meth->add_option("--prompt-tokens", m->prompt_tokens, "User-text length in tokens (benign filler prompts)")
+      ->capture_default_str();
+  meth->add_option("--dataset", m->dataset,
+                   "Time on the first --batch prompts of this evaluation set's seeded sample instead of filler "
+                   "(configs/datasets; prompts are never printed)");
   meth->add_option("--new-tokens", m->new_tokens, "Generated tokens per sequence")->capture_default_str();
   meth->add_option("--repeats", m->repeats, "Timed runs (the median is reported)")->capture_default_str();
   meth->add_option("--threads", m->threads, "CPU threads (default: all cores)");

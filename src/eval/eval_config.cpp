@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/model_registry.h"
 #include "core/paths.h"
+#include "core/yaml_keys.h"
 #include "decoding/strategy_registry.h"
 
 namespace safedec {
@@ -19,48 +20,6 @@ std::string join(const std::vector<std::string>& v) {
   for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
   return s;
 }
-
-// "FILE:LINE:COLUMN" of a node, for messages.
-std::string where(const std::string& source, const YAML::Node& node) {
-  const YAML::Mark m = node.Mark();
-  if (m.is_null()) return source;
-  return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-}
-
-// Reads the keys of one mapping and reports unknown ones with their position.
-class Keys {
- public:
-  Keys(const YAML::Node& node, std::string source, std::string what)
-      : node_(node), source_(std::move(source)), what_(std::move(what)) {
-    SAFEDEC_CHECK(node_.IsMap(), where(source_, node_), ": ", what_, " must be a YAML mapping");
-  }
-  YAML::Node get(const std::string& key) {
-    allowed_.push_back(key);
-    return node_[key];
-  }
-  template <typename T>
-  void read(const std::string& key, T& out) {
-    YAML::Node v = get(key);
-    if (!v || v.IsNull()) return;
-    try {
-      out = v.as<T>();
-    } catch (const YAML::Exception&) {
-      fail(where(source_, v), ": ", what_, " key `", key, "` has a value of the wrong type");
-    }
-  }
-  void finish() const {
-    for (const auto& kv : node_) {
-      const std::string k = kv.first.as<std::string>();
-      if (std::find(allowed_.begin(), allowed_.end(), k) == allowed_.end())
-        fail(where(source_, kv.first), ": unknown key `", k, "` in ", what_, "; allowed keys: ", join(allowed_));
-    }
-  }
-
- private:
-  YAML::Node node_;
-  std::string source_, what_;
-  std::vector<std::string> allowed_;
-};
 
 bool file_exists(const std::string& p) { return std::ifstream(p).good(); }
 
@@ -83,7 +42,7 @@ EvalModelSpec parse_model(const YAML::Node& n, const std::string& source) {
   if (n.IsScalar()) {
     m.name = n.Scalar();
   } else {
-    Keys k(n, source, "a models entry");
+    YamlKeys k(n, source, "a models entry");
     k.read("name", m.name);
     k.read("label", m.label);
     k.read("hdr", m.hdr);
@@ -91,13 +50,13 @@ EvalModelSpec parse_model(const YAML::Node& n, const std::string& source) {
     k.read("chat_template", m.chat_template);
     k.finish();
   }
-  SAFEDEC_CHECK(!m.name.empty(), where(source, n), ": a models entry needs a `name`");
+  SAFEDEC_CHECK(!m.name.empty(), yaml_where(source, n), ": a models entry needs a `name`");
   if (m.label.empty()) m.label = m.name;
   // A registered name must exist; anything else must be a path to a model file or directory.
   try {
     resolve_model(m.name);  // unknown names list the registered ones
   } catch (const Error& e) {
-    fail(where(source, n), ": ", e.what());
+    fail(yaml_where(source, n), ": ", e.what());
   }
   if (!m.hdr.empty()) m.hdr = resolve_config_path(m.hdr);
   return m;
@@ -123,7 +82,7 @@ void parse_method_entry(const YAML::Node& n, const std::string& source, std::vec
   if (n.IsScalar()) {
     name = n.Scalar();
   } else {
-    Keys k(n, source, "a methods entry");
+    YamlKeys k(n, source, "a methods entry");
     k.read("name", name);
     k.read("label", label);
     k.read("config", file);
@@ -131,7 +90,7 @@ void parse_method_entry(const YAML::Node& n, const std::string& source, std::vec
     grid = k.get("grid");
     k.finish();
   }
-  const std::string at = where(source, n);
+  const std::string at = yaml_where(source, n);
   SAFEDEC_CHECK(!name.empty(), at, ": a methods entry needs a `name`");
   try {
     check_method_name(name);
@@ -141,15 +100,15 @@ void parse_method_entry(const YAML::Node& n, const std::string& source, std::vec
   if (label.empty()) label = name;
   YAML::Node base = YAML::Clone(base_method_node(name, file, at));
   if (set && !set.IsNull()) {
-    SAFEDEC_CHECK(set.IsMap(), where(source, set), ": `set` must be a mapping of method keys to values");
+    SAFEDEC_CHECK(set.IsMap(), yaml_where(source, set), ": `set` must be a mapping of method keys to values");
     for (const auto& kv : set) set_dotted(base, kv.first.as<std::string>(), kv.second);
   }
   // Grid: cartesian product, keys in the order written, values in the order listed.
   std::vector<std::pair<std::string, std::vector<YAML::Node>>> axes;
   if (grid && !grid.IsNull()) {
-    SAFEDEC_CHECK(grid.IsMap(), where(source, grid), ": `grid` must map method keys to lists of values");
+    SAFEDEC_CHECK(grid.IsMap(), yaml_where(source, grid), ": `grid` must map method keys to lists of values");
     for (const auto& kv : grid) {
-      SAFEDEC_CHECK(kv.second.IsSequence() && kv.second.size() > 0, where(source, kv.second), ": grid key `",
+      SAFEDEC_CHECK(kv.second.IsSequence() && kv.second.size() > 0, yaml_where(source, kv.second), ": grid key `",
                     kv.first.as<std::string>(), "` needs a non-empty list of values");
       std::vector<YAML::Node> values;
       for (const auto& v : kv.second) values.push_back(v);
@@ -216,24 +175,24 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
                                               "datasets, ...)");
   EvalConfig c;
   c.source = source;
-  Keys k(root, source, "the eval config");
+  YamlKeys k(root, source, "the eval config");
   k.read("name", c.name);
   k.read("seed", c.seed);
   k.read("limit", c.limit);
   k.read("judge", c.judge);
 
   YAML::Node models = k.get("models");
-  SAFEDEC_CHECK(models && models.IsSequence() && models.size() > 0, where(source, root),
+  SAFEDEC_CHECK(models && models.IsSequence() && models.size() > 0, yaml_where(source, root),
                 ": `models` must be a non-empty list of model names (or {name, label, hdr, hdr_lambda})");
   std::set<std::string> model_labels;
   for (const auto& m : models) {
     c.models.push_back(parse_model(m, source));
-    SAFEDEC_CHECK(model_labels.insert(c.models.back().label).second, where(source, m), ": model label '",
+    SAFEDEC_CHECK(model_labels.insert(c.models.back().label).second, yaml_where(source, m), ": model label '",
                   c.models.back().label, "' appears twice; give one a `label`");
   }
 
   YAML::Node methods = k.get("methods");
-  SAFEDEC_CHECK(methods && methods.IsSequence() && methods.size() > 0, where(source, root),
+  SAFEDEC_CHECK(methods && methods.IsSequence() && methods.size() > 0, yaml_where(source, root),
                 ": `methods` must be a non-empty list of method names or {name, label, config, set, grid}");
   for (const auto& m : methods) parse_method_entry(m, source, c.methods);
   std::set<std::string> labels;
@@ -242,24 +201,24 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
                   "' appears twice; give the entries different `label`s");
 
   YAML::Node datasets = k.get("datasets");
-  SAFEDEC_CHECK(datasets && datasets.IsSequence() && datasets.size() > 0, where(source, root),
+  SAFEDEC_CHECK(datasets && datasets.IsSequence() && datasets.size() > 0, yaml_where(source, root),
                 ": `datasets` must be a non-empty list of dataset names");
   for (const auto& d : datasets) {
     const std::string name = d.as<std::string>();
-    SAFEDEC_CHECK(registry.contains(name), where(source, d), ": unknown dataset '", name,
+    SAFEDEC_CHECK(registry.contains(name), yaml_where(source, d), ": unknown dataset '", name,
                   "'; known datasets: ", join(registry.names()));
     try {
       check_dataset_use(registry.get(name), DatasetUse::Evaluate);
     } catch (const Error& e) {
-      fail(where(source, d), ": ", e.what());
+      fail(yaml_where(source, d), ": ", e.what());
     }
-    SAFEDEC_CHECK(std::find(c.datasets.begin(), c.datasets.end(), name) == c.datasets.end(), where(source, d),
+    SAFEDEC_CHECK(std::find(c.datasets.begin(), c.datasets.end(), name) == c.datasets.end(), yaml_where(source, d),
                   ": dataset '", name, "' is listed twice");
     c.datasets.push_back(name);
   }
 
   if (YAML::Node g = k.get("generation"); g && !g.IsNull()) {
-    Keys gk(g, source, "`generation`");
+    YamlKeys gk(g, source, "`generation`");
     gk.read("max_new_tokens", c.generation.max_new_tokens);
     gk.read("batch_size", c.generation.batch_size);
     auto& s = c.generation.sampling;
@@ -271,25 +230,25 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
     gk.read("repetition_penalty", s.repetition_penalty);
     gk.read("seed", s.seed);
     gk.finish();
-    SAFEDEC_CHECK(c.generation.max_new_tokens >= 1, where(source, g), ": generation.max_new_tokens must be >= 1");
-    SAFEDEC_CHECK(c.generation.batch_size >= 1, where(source, g), ": generation.batch_size must be >= 1");
+    SAFEDEC_CHECK(c.generation.max_new_tokens >= 1, yaml_where(source, g), ": generation.max_new_tokens must be >= 1");
+    SAFEDEC_CHECK(c.generation.batch_size >= 1, yaml_where(source, g), ": generation.batch_size must be >= 1");
     try {
       s.validate();
     } catch (const Error& e) {
-      fail(where(source, g), ": generation: ", e.what());
+      fail(yaml_where(source, g), ": generation: ", e.what());
     }
   } else {
     c.generation.sampling.seed = c.seed;
   }
   if (YAML::Node r = k.get("ref_nll"); r && !r.IsNull()) {
-    Keys rk(r, source, "`ref_nll`");
+    YamlKeys rk(r, source, "`ref_nll`");
     rk.read("enabled", c.ref_nll.enabled);
     rk.read("max_tokens", c.ref_nll.max_tokens);
     rk.finish();
-    SAFEDEC_CHECK(c.ref_nll.max_tokens >= 1, where(source, r), ": ref_nll.max_tokens must be >= 1");
+    SAFEDEC_CHECK(c.ref_nll.max_tokens >= 1, yaml_where(source, r), ": ref_nll.max_tokens must be >= 1");
   }
   if (YAML::Node j = k.get("judge_options"); j && !j.IsNull()) {
-    Keys jk(j, source, "`judge_options`");
+    YamlKeys jk(j, source, "`judge_options`");
     jk.read("keywords", c.judge_options.keywords_path);
     if (YAML::Node p = jk.get("params"); p && p.IsMap())
       for (const auto& kv : p) c.judge_options.params[kv.first.as<std::string>()] = scalar_text(kv.second);

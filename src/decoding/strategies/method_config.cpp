@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/paths.h"
+#include "core/yaml_keys.h"
 
 namespace safedec {
 
@@ -31,43 +32,6 @@ std::string join(const std::vector<std::string>& v) {
   return s;
 }
 
-// Reads keys of one mapping, remembering which were used, so leftovers can be reported.
-class KeyReader {
- public:
-  KeyReader(const YAML::Node& node, std::string where) : node_(node), where_(std::move(where)) {
-    SAFEDEC_CHECK(!node_ || node_.IsNull() || node_.IsMap(), where_, " must be a YAML mapping of keys");
-  }
-  template <typename T>
-  void get(const std::string& key, T& out) {
-    allowed_.push_back(key);
-    if (!node_ || node_.IsNull() || !node_[key]) return;
-    try {
-      out = node_[key].as<T>();
-    } catch (const YAML::Exception& e) {
-      fail(where_, ": key `", key, "` has a value of the wrong type (", e.what(), ")");
-    }
-  }
-  YAML::Node child(const std::string& key) {
-    allowed_.push_back(key);
-    if (!node_ || node_.IsNull()) return YAML::Node();
-    return node_[key];
-  }
-  void allow(const std::string& key) { allowed_.push_back(key); }
-  void finish() const {
-    if (!node_ || node_.IsNull()) return;
-    for (const auto& kv : node_) {
-      const std::string k = kv.first.as<std::string>();
-      if (std::find(allowed_.begin(), allowed_.end(), k) == allowed_.end())
-        fail(where_, ": unknown key `", k, "`; allowed keys: ", join(allowed_));
-    }
-  }
-
- private:
-  YAML::Node node_;
-  std::string where_;
-  std::vector<std::string> allowed_;
-};
-
 void check_one_of(const std::string& where, const std::string& key, const std::string& value,
                   const std::vector<std::string>& allowed) {
   SAFEDEC_CHECK(std::find(allowed.begin(), allowed.end(), value) != allowed.end(), where, ": `", key,
@@ -77,11 +41,11 @@ void check_one_of(const std::string& where, const std::string& key, const std::s
 SteerConfig parse_steer(const YAML::Node& node, const std::string& where, bool enabled_default) {
   SteerConfig s;
   s.enabled = enabled_default;
-  KeyReader r(node, where);
-  r.get("enabled", s.enabled);
-  r.get("icv", s.icv);
-  r.get("alpha", s.alpha);
-  r.get("form", s.form);
+  YamlKeys r(node, where, "`steer`", /*optional=*/true);
+  r.read("enabled", s.enabled);
+  r.read("icv", s.icv);
+  r.read("alpha", s.alpha);
+  r.read("form", s.form);
   r.finish();
   if (node && node.IsMap() && !node["enabled"]) s.enabled = true;  // a present sub-config turns steering on
   return s;
@@ -133,54 +97,54 @@ MethodConfig parse_method_config(const std::string& method, const YAML::Node& no
   c.method = method;
   c.source = source;
   const std::string where = source.empty() ? method : source;
-  KeyReader r(node, where);
+  YamlKeys r(node, where, "the " + method + " method config", /*optional=*/true);
   std::string named = method;
-  r.get("method", named);
+  r.read("method", named);
   SAFEDEC_CHECK(named == method, where, ": the file configures method '", named, "' but --method is '", method, "'");
-  r.get("prefix_cache", c.prefix_cache);
+  r.read("prefix_cache", c.prefix_cache);
   if (method == "plain") {
   } else if (method == "acd") {
     auto& a = c.acd;
-    r.get("alpha", a.alpha);
-    r.get("prompts", a.prompts);
-    r.get("variant", a.variant);
-    r.get("safe_prompt", a.safe_prompt);
-    r.get("opposite_prompt", a.opposite_prompt);
-    r.get("soft_prompts", a.soft_prompts);
-    a.steer = parse_steer(r.child("steer"), where + " steer", false);
+    r.read("alpha", a.alpha);
+    r.read("prompts", a.prompts);
+    r.read("variant", a.variant);
+    r.read("safe_prompt", a.safe_prompt);
+    r.read("opposite_prompt", a.opposite_prompt);
+    r.read("soft_prompts", a.soft_prompts);
+    a.steer = parse_steer(r.get("steer"), where, false);
     a.validate();
   } else if (method == "safedecoding") {
     auto& s = c.safedecoding;
-    r.get("expert", s.expert);
-    r.get("adapter", s.adapter);
-    r.get("expert_system", s.expert_system);
-    r.get("m", s.m);
-    r.get("alpha", s.alpha);
-    r.get("c", s.c);
+    r.read("expert", s.expert);
+    r.read("adapter", s.adapter);
+    r.read("expert_system", s.expert_system);
+    r.read("m", s.m);
+    r.read("alpha", s.alpha);
+    r.read("c", s.c);
     s.validate();
   } else if (method == "ngsd") {
     auto& n = c.ngsd;
-    r.get("expert", n.expert);
-    r.get("expert_model", n.expert_model);
-    r.get("expert_system", n.expert_system);
-    r.get("expert_layers", n.expert_layers);
-    r.get("tau", n.tau);
-    r.get("theta", n.theta);
-    r.get("reset", n.reset);
-    r.get("top_k", n.top_k);
-    r.get("risk", n.risk);
-    r.get("alpha", n.alpha);
-    r.get("probe", n.probe);
-    r.get("reflection_max_tokens", n.reflection_max_tokens);
-    r.get("early_stop", n.early_stop);
-    n.steer = parse_steer(r.child("steer"), where + " steer", false);
+    r.read("expert", n.expert);
+    r.read("expert_model", n.expert_model);
+    r.read("expert_system", n.expert_system);
+    r.read("expert_layers", n.expert_layers);
+    r.read("tau", n.tau);
+    r.read("theta", n.theta);
+    r.read("reset", n.reset);
+    r.read("top_k", n.top_k);
+    r.read("risk", n.risk);
+    r.read("alpha", n.alpha);
+    r.read("probe", n.probe);
+    r.read("reflection_max_tokens", n.reflection_max_tokens);
+    r.read("early_stop", n.early_stop);
+    n.steer = parse_steer(r.get("steer"), where, false);
     n.validate();
   } else if (method == "steer") {
     r.allow("enabled");
     c.steer.enabled = true;
-    r.get("icv", c.steer.icv);
-    r.get("alpha", c.steer.alpha);
-    r.get("form", c.steer.form);
+    r.read("icv", c.steer.icv);
+    r.read("alpha", c.steer.alpha);
+    r.read("form", c.steer.form);
     c.steer.validate("steer");
   } else {
     fail("unknown method '", method, "'; known methods: plain, safedecoding, ngsd, acd, steer");
