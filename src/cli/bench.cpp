@@ -146,6 +146,7 @@ struct MethodsArgs {
   bool json = false, reference = true;
   int64_t reference_repeats = 1;  // the no-cache reference runs are slow
   std::string prefix_cache = "on";  // on | off | both (each method with and without the PrefixKvStore)
+  bool grouped_prefill = true;      // rows of very different lengths prefill in separate forwards
   std::string dataset;              // non-empty: the first `batch` prompts of this evaluation set's seeded sample
 };
 
@@ -255,6 +256,7 @@ int run_bench_methods(const MethodsArgs& a) {
   SAFEDEC_CHECK(a.batch >= 1 && a.new_tokens >= 2 && a.prompt_tokens >= 1 && a.repeats >= 1,
                 "--batch >= 1, --new-tokens >= 2, --prompt-tokens >= 1 and --repeats >= 1 are required");
   if (a.threads > 0) torch::set_num_threads(a.threads);
+  set_grouped_prefill(a.grouped_prefill);
   std::vector<std::string> methods;
   {
     std::string m;
@@ -282,7 +284,7 @@ int run_bench_methods(const MethodsArgs& a) {
     std::string label, base;  // base: the cached method a reference entry is compared with
     std::function<std::unique_ptr<Strategy>()> make;
     int64_t repeats;
-    std::vector<double> total, step;
+    std::vector<double> total, step, prefill;
     std::string plain = "plain";  // the entry ATGR divides by
     bool prefix_cache = true;
   };
@@ -347,6 +349,7 @@ int run_bench_methods(const MethodsArgs& a) {
       GenerationStats st;
       gen.run(*s, prompts, &st);
       e.total.push_back(st.prefill_seconds + st.decode_seconds);
+      e.prefill.push_back(st.prefill_seconds);
       // decode_seconds covers the new_tokens - 1 steps after the prefill's first token.
       e.step.push_back(st.decode_seconds / static_cast<double>(a.new_tokens - 1));
       std::cerr << "[bench] " << e.label << " repeat " << r + 1 << "/" << e.repeats << ": " << e.total.back() * 1e3
@@ -374,7 +377,9 @@ int run_bench_methods(const MethodsArgs& a) {
                         {"ms_per_token", ms},
                         {"atgr", ms / plain.first},
                         {"decode_atgr", step / plain.second},
-                        {"prefix_cache", e.prefix_cache}};
+                        {"prefill_ms", median(e.prefill) * 1e3},
+                        {"prefix_cache", e.prefix_cache},
+                        {"grouped_prefill", a.grouped_prefill}};
     if (!e.base.empty()) j["speedup_of_cached"] = ms / ms_of.at(e.base).first;
     out.push_back(j);
   }
@@ -421,6 +426,8 @@ Runner add_bench(CLI::App& app) {
                    "on: system turns computed once per run (PrefixKvStore); off: whole prompts every batch; "
                    "both: every method both ways (ATGR against plain with the same setting)")
       ->capture_default_str();
+  meth->add_flag("!--no-grouped-prefill", m->grouped_prefill,
+                 "Prefill every batch in one padded forward (default: rows of very different lengths in groups)");
   meth->add_flag("!--no-reference", m->reference, "Skip the reference-style no-KV-cache SafeDecoding/NGSD timings");
   return [a, gen, bw, m, meth] {
     if (gen->parsed()) return run_bench_generate(*a);

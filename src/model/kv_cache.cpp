@@ -91,10 +91,11 @@ KvCache KvCache::slice_rows(int64_t first, int64_t count) const {
   return select_rows(torch::arange(first, first + count, torch::kInt64));
 }
 
-KvCache KvCache::stack(const std::vector<const KvCache*>& caches) {
+KvCache KvCache::stack(const std::vector<const KvCache*>& caches, const std::vector<int64_t>& order) {
   SAFEDEC_CHECK(!caches.empty(), "KvCache::stack needs at least one cache.");
   const KvCache& first = *caches[0];
   int64_t batch = 0, length = 0, capacity = 0;
+  std::vector<std::pair<const KvCache*, int64_t>> source;  // concatenated row -> (cache, row in it)
   for (const KvCache* c : caches) {
     SAFEDEC_CHECK(c->defined(), "KvCache::stack: one of the caches is empty (default-constructed).");
     SAFEDEC_CHECK(c->n_layers() == first.n_layers() && c->n_kv_heads_ == first.n_kv_heads_ &&
@@ -104,26 +105,40 @@ KvCache KvCache::stack(const std::vector<const KvCache*>& caches) {
     batch += c->batch_;
     length = std::max(length, c->length_);
     capacity = std::max(capacity, c->capacity_);
+    for (int64_t r = 0; r < c->batch_; ++r) source.emplace_back(c, r);
+  }
+  std::vector<int64_t> rows = order;
+  if (rows.empty()) {
+    for (int64_t i = 0; i < batch; ++i) rows.push_back(i);
+  }
+  SAFEDEC_CHECK(static_cast<int64_t>(rows.size()) == batch, "KvCache::stack: the order lists ", rows.size(),
+                " rows but the caches hold ", batch);
+  std::vector<bool> seen(batch, false);
+  for (int64_t r : rows) {
+    SAFEDEC_CHECK(r >= 0 && r < batch && !seen[r], "KvCache::stack: the order must be a permutation of 0..",
+                  batch - 1);
+    seen[r] = true;
   }
   KvCache out(first.n_layers(), batch, first.n_kv_heads_, first.head_dim_, std::max(capacity, length),
               first.options_);
   out.length_ = length;
-  int64_t row = 0;
-  std::vector<torch::Tensor> pads;
-  for (const KvCache* c : caches) {
+  auto pad = out.pad_.accessor<int64_t, 1>();
+  const bool in_order = order.empty();
+  for (int64_t i = 0; i < batch;) {
+    const auto [c, r] = source[rows[i]];
+    // A run of consecutive source rows of one cache is copied with one narrow per layer.
+    int64_t n = 1;
+    while (in_order && i + n < batch && source[rows[i + n]].first == c) ++n;
     const int64_t shift = length - c->length_;  // right-align: extra left padding
     if (c->length_ > 0) {
       for (int64_t l = 0; l < out.n_layers(); ++l) {
-        out.keys_[l].narrow(0, row, c->batch_).narrow(2, shift, c->length_)
-            .copy_(c->keys_[l].narrow(2, 0, c->length_));
-        out.values_[l].narrow(0, row, c->batch_).narrow(2, shift, c->length_)
-            .copy_(c->values_[l].narrow(2, 0, c->length_));
+        out.keys_[l].narrow(0, i, n).narrow(2, shift, c->length_).copy_(c->keys_[l].narrow(0, r, n).narrow(2, 0, c->length_));
+        out.values_[l].narrow(0, i, n).narrow(2, shift, c->length_).copy_(c->values_[l].narrow(0, r, n).narrow(2, 0, c->length_));
       }
     }
-    pads.push_back(c->pad_ + shift);
-    row += c->batch_;
+    for (int64_t k = 0; k < n; ++k) pad[i + k] = c->pad_[r + k].item<int64_t>() + shift;
+    i += n;
   }
-  out.pad_ = torch::cat(pads);
   return out;
 }
 

@@ -44,7 +44,8 @@ class KvCache {
   // Stacks caches of the same model as rows of one batch (in order). Shorter caches are
   // right-aligned, i.e. given extra left padding, so all rows share one slot count. Used to advance
   // several branches (e.g. two system prompts of one conversation) in one batched forward.
-  static KvCache stack(const std::vector<const KvCache*>& caches);
+  // With `order`, output row i is row order[i] of the concatenated inputs (a permutation).
+  static KvCache stack(const std::vector<const KvCache*>& caches, const std::vector<int64_t>& order = {});
   // Splits rows [first, first + count) back out into their own cache.
   KvCache slice_rows(int64_t first, int64_t count) const;
   // Drops the padding slots that every row shares (min over rows of pad_offsets()).

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "decoding/model_bundle.h"
+#include "decoding/strategies/common.h"
 #include "decoding/strategies/ngsd.h"
 #include "decoding/strategy_registry.h"
 #include "io/safetensors.h"
@@ -132,6 +133,19 @@ TEST(MethodsReal, StoredSystemTurnsGiveTheSameTokensAsWholePrompts) {
     }
     ASSERT_NE(f.prefixes(), nullptr) << method;
     EXPECT_GT(f.prefixes()->hits(), 0) << method << ": the second batch must take its system turns from the store";
+  }
+}
+
+TEST(MethodsReal, GroupedPrefillGivesTheSameTokensAsOnePaddedForward) {
+  // The two benign prompts differ by ~20 tokens after their stored system turns, so the prefill
+  // runs them in two forwards (prefill_groups) and stacks the caches.
+  for (const std::string method : {"plain", "acd", "safedecoding"}) {
+    set_grouped_prefill(false);
+    auto one = generate(config(method, ""), benign_prompts(), 16);
+    set_grouped_prefill(true);
+    auto grouped = generate(config(method, ""), benign_prompts(), 16);
+    ASSERT_EQ(one.size(), grouped.size());
+    for (size_t i = 0; i < one.size(); ++i) EXPECT_EQ(one[i].tokens, grouped[i].tokens) << method << " " << one[i].id;
   }
 }
 

@@ -1,6 +1,9 @@
 // Branch prefill/step helpers, soft-prompt splicing and ICV steering hooks shared by the strategies.
 #include "decoding/strategies/common.h"
 
+#include <atomic>
+#include <limits>
+
 #include "core/error.h"
 #include "core/paths.h"
 #include "io/safetensors.h"
@@ -8,25 +11,52 @@
 
 namespace safedec {
 
-torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& rows, int64_t extra_slots,
-                           int64_t pad_id, KvCache& cache, const ForwardHooks* hooks, torch::Tensor* last_hidden,
-                           PrefixKvStore* prefixes) {
-  SAFEDEC_CHECK(!rows.empty(), "cannot prefill an empty batch (0 rows)");
-  const int64_t B = static_cast<int64_t>(rows.size());
-  int64_t T = 0;
-  bool any_embeds = false;
-  for (const auto& r : rows) {
-    SAFEDEC_CHECK(r.length() > 0, "cannot generate from an empty prompt (0 tokens)");
-    T = std::max(T, r.length());
-    any_embeds = any_embeds || r.embeds.defined();
+namespace {
+
+std::atomic<bool> g_grouped_prefill{true};
+
+// The positions of `r` a PrefixKvStore may supply: its shared prefix, short of the last position
+// (which gives the logits), and 0 for a prefix that ends inside a soft prompt.
+int64_t storable_positions(const BranchRow& r) {
+  const int64_t P = std::min(r.shared_prefix, r.length() - 1);
+  if (P < 1) return 0;
+  const int64_t L = r.embeds.defined() ? r.embeds.size(0) : 0;
+  const int64_t at = L > 0 ? r.embeds_at : static_cast<int64_t>(r.ids.size());
+  return L > 0 && P > at && P < at + L ? 0 : P;
+}
+
+PrefixSpec prefix_spec(const BranchRow& r, int64_t P) {
+  PrefixSpec spec;
+  const int64_t L = r.embeds.defined() ? r.embeds.size(0) : 0;
+  const int64_t at = L > 0 ? r.embeds_at : static_cast<int64_t>(r.ids.size());
+  spec.ids.assign(r.ids.begin(), r.ids.begin() + (P <= at ? P : P - L));
+  if (L > 0 && P >= at + L) {
+    spec.embeds = r.embeds;
+    spec.embeds_at = at;
   }
-  const int64_t context = model.config().context_length;
-  SAFEDEC_CHECK(context <= 0 || T + extra_slots <= context, "the prompt has ", T,
-                any_embeds ? " positions (tokens and soft-prompt vectors)" : " tokens", " and up to ",
-                extra_slots, " new tokens were asked for, but the model's context window is ", context,
-                " tokens; shorten the prompt or lower --max-new-tokens");
+  return spec;
+}
+
+// One forward over `rows`, right-aligned in [B, T]; row b's first stored_b positions come from the
+// store (`stored`), so the forward covers only the last T_new = max_b (length_b - stored_b) columns.
+// Columns [0, T - T_new) are copied from the store, which holds enough of every row because
+// length_b - T_new <= stored_b.
+struct GroupOut {
+  torch::Tensor logits, hidden;
+  KvCache cache;
+};
+GroupOut prefill_group(const CausalLM& model, const std::vector<const BranchRow*>& rows,
+                       const std::vector<std::shared_ptr<const PrefixKvStore::Entry>>& stored, int64_t extra_slots,
+                       int64_t pad_id, const ForwardHooks* hooks, bool want_hidden) {
+  const int64_t B = static_cast<int64_t>(rows.size());
+  int64_t T = 0, T_new = 0;
+  bool any_embeds = false;
+  for (int64_t b = 0; b < B; ++b) {
+    T = std::max(T, rows[b]->length());
+    T_new = std::max(T_new, rows[b]->length() - (stored[b] ? stored[b]->length : 0));
+    any_embeds = any_embeds || rows[b]->embeds.defined();
+  }
   const int64_t d = model.config().hidden_size;
-  // The whole batch right-aligned in [B, T]: row b occupies columns [T - length_b, T).
   auto ids = torch::full({B, T}, pad_id, torch::kInt64);
   auto pad = torch::zeros({B}, torch::kInt64);
   torch::Tensor embeds, mask;
@@ -35,52 +65,12 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
     mask = torch::zeros({B, T}, torch::kBool);
   }
   for (int64_t b = 0; b < B; ++b) {
-    const auto& r = rows[b];
-    const int64_t n_ids = static_cast<int64_t>(r.ids.size());
-    SAFEDEC_CHECK(!r.embeds.defined() || (r.embeds_at >= 0 && r.embeds_at <= n_ids && r.embeds.dim() == 2 &&
-                                          r.embeds.size(1) == d),
-                  "soft prompt of row ", b, " must be [L, ", d, "] inserted at a token index in [0, ", n_ids,
-                  "], got shape ", r.embeds.sizes(), " at ", r.embeds_at);
-    pad[b] = T - r.length();
-    layout_prefix_row(r, 0, r.length(), b, T - r.length(), ids, embeds, mask);
-  }
-
-  // Stored prefixes: row b takes its first min(shared_prefix, length - 1) positions from the store
-  // (the last position is always computed, it gives the logits). The forward then covers only the
-  // last T_new columns, T_new = max_b (length_b - cached_b); columns [0, T - T_new) come from the
-  // store, which holds enough of every row because length_b - T_new <= cached_b.
-  std::vector<std::shared_ptr<const PrefixKvStore::Entry>> stored(B);
-  int64_t T_new = T;
-  if (prefixes && PrefixKvStore::usable_with(hooks)) {
-    int64_t need = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      const auto& r = rows[b];
-      const int64_t P = std::min(r.shared_prefix, r.length() - 1);
-      if (P >= 1) {
-        PrefixSpec spec;
-        const int64_t L = r.embeds.defined() ? r.embeds.size(0) : 0;
-        const int64_t at = L > 0 ? r.embeds_at : static_cast<int64_t>(r.ids.size());
-        if (L > 0 && P > at && P < at + L) {
-          need = std::max(need, r.length());  // a prefix ending inside a soft prompt: not shared
-          continue;
-        }
-        const int64_t n_prefix_ids = P <= at ? P : P - L;
-        spec.ids.assign(r.ids.begin(), r.ids.begin() + n_prefix_ids);
-        if (L > 0 && P >= at + L) {
-          spec.embeds = r.embeds;
-          spec.embeds_at = at;
-        }
-        stored[b] = prefixes->get(model, hooks, spec);
-        need = std::max(need, r.length() - P);
-      } else {
-        need = std::max(need, r.length());
-      }
-    }
-    T_new = need;
+    pad[b] = T - rows[b]->length();
+    layout_prefix_row(*rows[b], 0, rows[b]->length(), b, T - rows[b]->length(), ids, embeds, mask);
   }
   const int64_t past = T - T_new;
-
-  cache = model.new_cache(B, T + extra_slots);
+  GroupOut out;
+  out.cache = model.new_cache(B, T + extra_slots);
   ForwardInput in;
   in.last_only = true;
   if (past == 0) {
@@ -91,6 +81,7 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
       in.embeds_mask = mask.to(model.device());
     }
   } else {
+    KvCache& cache = out.cache;
     cache.set_padding(pad);
     auto pad_a = pad.accessor<int64_t, 1>();
     for (int64_t b = 0; b < B; ++b) {
@@ -109,12 +100,116 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
       in.embeds_mask = mask.narrow(1, past, T_new).contiguous().to(model.device());
     }
   }
-  if (last_hidden) {
-    ForwardOutput out = model.forward_full(in, cache, hooks);
-    *last_hidden = out.hidden.select(1, 0);
-    return out.logits.select(1, 0);
+  if (want_hidden) {
+    ForwardOutput f = model.forward_full(in, out.cache, hooks);
+    out.hidden = f.hidden.select(1, 0);
+    out.logits = f.logits.select(1, 0);
+  } else {
+    out.logits = model.forward(in, out.cache, hooks).select(1, 0);
   }
-  return model.forward(in, cache, hooks).select(1, 0);
+  return out;
+}
+
+}  // namespace
+
+void set_grouped_prefill(bool on) { g_grouped_prefill = on; }
+
+std::vector<std::vector<int64_t>> prefill_groups(const std::vector<int64_t>& work, int64_t forward_cost) {
+  const int64_t B = static_cast<int64_t>(work.size());
+  std::vector<int64_t> order(B);
+  for (int64_t i = 0; i < B; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return work[a] < work[b]; });
+  // best[j]: least cost of the first j sorted rows; a group of sorted rows [i, j) costs
+  // (j - i) x work of its longest row (the last one) + forward_cost.
+  std::vector<int64_t> best(B + 1, 0), cut(B + 1, 0);
+  for (int64_t j = 1; j <= B; ++j) {
+    best[j] = std::numeric_limits<int64_t>::max();
+    for (int64_t i = 0; i < j; ++i) {
+      const int64_t c = best[i] + (j - i) * work[order[j - 1]] + forward_cost;
+      if (c < best[j]) {
+        best[j] = c;
+        cut[j] = i;
+      }
+    }
+  }
+  std::vector<std::vector<int64_t>> groups;
+  for (int64_t j = B; j > 0; j = cut[j]) groups.emplace_back(order.begin() + cut[j], order.begin() + j);
+  std::reverse(groups.begin(), groups.end());
+  for (auto& g : groups) std::sort(g.begin(), g.end());
+  return groups;
+}
+
+torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& rows, int64_t extra_slots,
+                           int64_t pad_id, KvCache& cache, const ForwardHooks* hooks, torch::Tensor* last_hidden,
+                           PrefixKvStore* prefixes) {
+  SAFEDEC_CHECK(!rows.empty(), "cannot prefill an empty batch (0 rows)");
+  const int64_t B = static_cast<int64_t>(rows.size());
+  const int64_t d = model.config().hidden_size;
+  int64_t T = 0;
+  bool any_embeds = false;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& r = rows[b];
+    SAFEDEC_CHECK(r.length() > 0, "cannot generate from an empty prompt (0 tokens)");
+    const int64_t n_ids = static_cast<int64_t>(r.ids.size());
+    SAFEDEC_CHECK(!r.embeds.defined() || (r.embeds_at >= 0 && r.embeds_at <= n_ids && r.embeds.dim() == 2 &&
+                                          r.embeds.size(1) == d),
+                  "soft prompt of row ", b, " must be [L, ", d, "] inserted at a token index in [0, ", n_ids,
+                  "], got shape ", r.embeds.sizes(), " at ", r.embeds_at);
+    T = std::max(T, r.length());
+    any_embeds = any_embeds || r.embeds.defined();
+  }
+  const int64_t context = model.config().context_length;
+  SAFEDEC_CHECK(context <= 0 || T + extra_slots <= context, "the prompt has ", T,
+                any_embeds ? " positions (tokens and soft-prompt vectors)" : " tokens", " and up to ",
+                extra_slots, " new tokens were asked for, but the model's context window is ", context,
+                " tokens; shorten the prompt or lower --max-new-tokens");
+
+  // Stored prefixes, and the positions each row still has to run through the model.
+  std::vector<std::shared_ptr<const PrefixKvStore::Entry>> stored(B);
+  std::vector<int64_t> work(B);
+  const bool use_store = prefixes && PrefixKvStore::usable_with(hooks);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t P = use_store ? storable_positions(rows[b]) : 0;
+    if (P > 0) stored[b] = prefixes->get(model, hooks, prefix_spec(rows[b], P));
+    work[b] = rows[b].length() - P;
+  }
+  // Rows of very different lengths run in separate forwards (less padding), then share one cache.
+  // (Not under hooks that act per row, e.g. LoRA on the expert rows: they expect the whole batch.)
+  auto groups = g_grouped_prefill && PrefixKvStore::usable_with(hooks) ? prefill_groups(work, kPrefillForwardCost)
+                                  : std::vector<std::vector<int64_t>>{[&] {
+                                      std::vector<int64_t> all(B);
+                                      for (int64_t b = 0; b < B; ++b) all[b] = b;
+                                      return all;
+                                    }()};
+  std::vector<GroupOut> outs;
+  std::vector<int64_t> stacked_row(B);  // row b sits at this row of the stacked groups
+  int64_t next = 0;
+  for (const auto& g : groups) {
+    std::vector<const BranchRow*> rs;
+    std::vector<std::shared_ptr<const PrefixKvStore::Entry>> st;
+    for (int64_t b : g) {
+      rs.push_back(&rows[b]);
+      st.push_back(stored[b]);
+      stacked_row[b] = next++;
+    }
+    outs.push_back(prefill_group(model, rs, st, extra_slots, pad_id, hooks, last_hidden != nullptr));
+  }
+  if (outs.size() == 1) {
+    cache = std::move(outs[0].cache);
+    if (last_hidden) *last_hidden = outs[0].hidden;
+    return outs[0].logits;
+  }
+  std::vector<const KvCache*> parts;
+  std::vector<torch::Tensor> logits, hidden;
+  for (const auto& o : outs) {
+    parts.push_back(&o.cache);
+    logits.push_back(o.logits);
+    if (last_hidden) hidden.push_back(o.hidden);
+  }
+  cache = KvCache::stack(parts, stacked_row);
+  auto index = index_tensor(stacked_row).to(logits[0].device());
+  if (last_hidden) *last_hidden = torch::cat(hidden).index_select(0, index);
+  return torch::cat(logits).index_select(0, index);
 }
 
 BranchRow prompt_row(const StrategyPrompt& p) {

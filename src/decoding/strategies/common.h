@@ -38,6 +38,15 @@ struct BranchRow : PrefixSpec {
       : PrefixSpec{std::move(row_ids), std::move(row_embeds), at}, shared_prefix(shared) {}
 };
 
+// Rows whose prefill lengths differ a lot run in separate forwards (groups of similar lengths, see
+// prefill_groups) and are stacked into one cache; on by default. Off: one padded forward (benchmarks).
+void set_grouped_prefill(bool on);
+// Splits rows into groups minimising sum over groups of (rows x longest `work` in the group) +
+// forward_cost per group; each group lists row indices in increasing order, groups by length.
+std::vector<std::vector<int64_t>> prefill_groups(const std::vector<int64_t>& work, int64_t forward_cost);
+// The fixed cost of one more prefill forward, in positions (measured on SmolLM2-135M, one thread).
+constexpr int64_t kPrefillForwardCost = 8;
+
 // A prompt's own rendering as a branch row; its system turn (ids up to system_end) is shared.
 BranchRow prompt_row(const StrategyPrompt& p);
 

@@ -568,3 +568,37 @@ TEST(PrefixKvStore, EveryStrategyDecodesTheSameTokensWithAndWithoutTheStore) {
   EXPECT_GT(store->hits(), 0);
   EXPECT_GE(store->size(), 3u) << "default, safe/opposite (ACD) and safety (SafeDecoding/NGSD) system turns";
 }
+
+// ---- Grouped prefill (rows of very different lengths in separate forwards) ----
+
+TEST(GroupedPrefill, GroupsMinimiseComputedPositionsPlusAForwardCost) {
+  using G = std::vector<std::vector<int64_t>>;
+  EXPECT_EQ(prefill_groups({10, 10, 10}, 8), (G{{0, 1, 2}}));
+  EXPECT_EQ(prefill_groups({100, 2}, 8), (G{{1}, {0}}));      // 2 + 8 + 100 + 8 < 2 x 100 + 8
+  EXPECT_EQ(prefill_groups({12, 10}, 8), (G{{0, 1}}));        // 2 x 12 + 8 < 10 + 8 + 12 + 8
+  EXPECT_EQ(prefill_groups({5, 40, 6, 41}, 8), (G{{0, 2}, {1, 3}}));
+  EXPECT_EQ(prefill_groups({7}, 8), (G{{0}}));
+  EXPECT_EQ(prefill_groups({5, 40, 6, 41}, 1000), (G{{0, 1, 2, 3}}));  // forwards too dear to split
+}
+
+TEST(GroupedPrefill, EqualsOnePaddedForwardAndDecodesTheSame) {
+  torch::InferenceMode guard;
+  auto model = tiny_model();
+  std::vector<BranchRow> rows{BranchRow({1, 2}), BranchRow(std::vector<int32_t>(30, 7)), BranchRow({3}),
+                              BranchRow(std::vector<int32_t>(28, 9))};
+  ASSERT_EQ(prefill_groups({2, 30, 1, 28}, kPrefillForwardCost).size(), 2u) << "the case must split";
+  KvCache one, grouped;
+  set_grouped_prefill(false);
+  auto l_one = prefill_rows(*model, rows, 4, 0, one);
+  set_grouped_prefill(true);
+  torch::Tensor hidden;
+  auto l_grouped = prefill_rows(*model, rows, 4, 0, grouped, nullptr, &hidden);
+  expect_same_prefill(l_one, one, l_grouped, grouped, "grouped");
+  EXPECT_EQ(hidden.size(0), 4);
+  for (int step = 0; step < 3; ++step) {
+    std::vector<int32_t> t{11, 12, 13, 14};
+    auto a = step_rows(*model, t, one);
+    auto b = step_rows(*model, t, grouped);
+    EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-4)) << "decode step " << step;
+  }
+}

@@ -140,6 +140,30 @@ TEST_P(CausalLMArch, TruncateThenRefeedReproducesLogits) {
   EXPECT_EQ(cache.row_lengths()[1].item<int64_t>(), 7);
 }
 
+TEST_P(CausalLMArch, StackingInAGivenOrderEqualsStackingThenSelectingRows) {
+  torch::NoGradGuard ng;
+  auto lm = CausalLM::random(tiny_config(GetParam()), 4);
+  auto ca = lm->new_cache(2, 16), cb = lm->new_cache(1, 16);
+  ForwardInput ia, ib;
+  ia.ids = torch::tensor({{1, 2, 3, 4}, {5, 6, 7, 8}}, torch::kInt64);
+  ia.pad_left = torch::tensor({2, 0}, torch::kInt64);
+  ib.ids = torch::tensor({{9, 10}}, torch::kInt64);
+  lm->forward(ia, ca);
+  lm->forward(ib, cb);
+  const std::vector<int64_t> order{2, 0, 1};
+  auto direct = KvCache::stack({&ca, &cb}, order);
+  auto via_select = KvCache::stack({&ca, &cb}).select_rows(torch::tensor(order, torch::kInt64));
+  ASSERT_EQ(direct.length(), via_select.length());
+  EXPECT_TRUE(torch::equal(direct.pad_offsets(), via_select.pad_offsets()));
+  EXPECT_EQ(direct.pad_offsets()[0].item<int64_t>(), 2);  // cb's 2 slots right-aligned to 4
+  for (int64_t l = 0; l < direct.n_layers(); ++l) {
+    EXPECT_TRUE(torch::equal(direct.keys(l).narrow(2, 0, 4), via_select.keys(l).narrow(2, 0, 4))) << l;
+    EXPECT_TRUE(torch::equal(direct.values(l).narrow(2, 0, 4), via_select.values(l).narrow(2, 0, 4))) << l;
+  }
+  EXPECT_THROW(KvCache::stack({&ca, &cb}, {0, 0, 1}), Error);
+  EXPECT_THROW(KvCache::stack({&ca, &cb}, {0, 1}), Error);
+}
+
 TEST_P(CausalLMArch, StackedBranchesMatchSeparateCaches) {
   torch::NoGradGuard ng;
   auto lm = CausalLM::random(tiny_config(GetParam()), 4);
