@@ -94,8 +94,11 @@ SafeDecodingStrategy::SafeDecodingStrategy(StrategyEnv env, SafeDecodingConfig c
 }
 
 const ForwardHooks* SafeDecodingStrategy::hooks() {
+  // Without expert LoRA rows the hooks are the factory's (stable for its PrefixKvStore, which keys
+  // prefixes by the hooks' address) or none.
+  if (!(expert_on_ && adapter_)) return env_.steering ? env_.steering->hooks() : nullptr;
   hooks_ = env_.steering ? *env_.steering->hooks() : ForwardHooks{};
-  if (expert_on_ && adapter_) {
+  {
     auto mask = torch::zeros({2 * rows_}, torch::kFloat32);
     mask.narrow(0, rows_, rows_).fill_(1.0f);
     hooks_.loras = {LoraBinding{adapter_, mask.to(env_.model->device())}};
