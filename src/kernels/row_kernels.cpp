@@ -184,13 +184,21 @@ KernelStatus contrastive_row(const ContrastiveArgs& a, int64_t r) {
   float* out = a.out + r * a.out_stride;
   const float alpha = a.alpha[r * a.alpha_stride];
   if (!finite(alpha) || !(a.temperature > 0.0f) || a.temperature == INFINITY) return KernelStatus::kBadArgument;
-  KernelStatus st = KernelStatus::kOk;
-  for (int64_t x = 0; x < a.vocab; ++x) {
+  // Hot loop without branches so it vectorises: NaN and +inf only set a flag; the rare bad row is
+  // classified in a second pass.
+  uint32_t bad = 0;
+  const float t = a.temperature;
+  const int64_t n = a.vocab;  // (a local bound: stores through `out` could alias a.vocab)
+  for (int64_t x = 0; x < n; ++x) {
     const float s = sp[x];
     const float q = ap[x];
-    st = worse_status(st, worse_status(classify_logit(s), classify_logit(q)));
-    out[x] = contrastive_logit(s, q, alpha, a.temperature);
+    bad |= bad_logit_bit(s) | bad_logit_bit(q);
+    out[x] = contrastive_logit(s, q, alpha, t);
   }
+  if (!bad) return KernelStatus::kOk;
+  KernelStatus st = KernelStatus::kOk;
+  for (int64_t x = 0; x < a.vocab; ++x)
+    st = worse_status(st, worse_status(classify_logit(sp[x]), classify_logit(ap[x])));
   return st;
 }
 
