@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <limits>
+#include <numeric>
 
 #include "core/error.h"
 #include "core/paths.h"
@@ -175,12 +176,13 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
   }
   // Rows of very different lengths run in separate forwards (less padding), then share one cache.
   // (Not under hooks that act per row, e.g. LoRA on the expert rows: they expect the whole batch.)
-  auto groups = g_grouped_prefill && PrefixKvStore::usable_with(hooks) ? prefill_groups(work, kPrefillForwardCost)
-                                  : std::vector<std::vector<int64_t>>{[&] {
-                                      std::vector<int64_t> all(B);
-                                      for (int64_t b = 0; b < B; ++b) all[b] = b;
-                                      return all;
-                                    }()};
+  std::vector<std::vector<int64_t>> groups;
+  if (g_grouped_prefill && PrefixKvStore::usable_with(hooks)) {
+    groups = prefill_groups(work, kPrefillForwardCost);
+  } else {
+    groups.emplace_back(B);
+    std::iota(groups[0].begin(), groups[0].end(), int64_t{0});
+  }
   std::vector<GroupOut> outs;
   std::vector<int64_t> stacked_row(B);  // row b sits at this row of the stacked groups
   int64_t next = 0;

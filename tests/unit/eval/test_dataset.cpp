@@ -13,8 +13,11 @@
 #include "core/error.h"
 #include "eval/csv.h"
 #include "eval/dataset.h"
+#include "support/error_of.h"
 
 using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
 namespace fs = std::filesystem;
 
 namespace {
@@ -39,15 +42,6 @@ struct TempDir {
     return (path / name).string();
   }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no safedec::Error thrown>";
-}
 
 const DatasetRegistry& registry() {
   static DatasetRegistry reg = DatasetRegistry::builtin();
@@ -208,8 +202,8 @@ TEST(DatasetSplitGuard, RefusesEvaluatingOnTrainAndTrainingOnEval) {
   for (const auto& name : registry().names()) {
     const auto& spec = registry().get(name);
     const bool eval = spec.split == DatasetSplit::Eval;
-    EXPECT_EQ(eval, error_of([&] { check_dataset_use(spec, DatasetUse::Train); }) != "<no safedec::Error thrown>");
-    EXPECT_EQ(!eval, error_of([&] { check_dataset_use(spec, DatasetUse::Evaluate); }) != "<no safedec::Error thrown>");
+    EXPECT_EQ(eval, error_of([&] { check_dataset_use(spec, DatasetUse::Train); }) != kNoError);
+    EXPECT_EQ(!eval, error_of([&] { check_dataset_use(spec, DatasetUse::Evaluate); }) != kNoError);
   }
 }
 

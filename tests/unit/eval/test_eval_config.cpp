@@ -6,18 +6,13 @@
 #include "core/error.h"
 #include "eval/eval_config.h"
 #include "eval/run_dir.h"
+#include "support/error_of.h"
 
 using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
 
 namespace {
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 EvalConfig parse(const std::string& text) { return parse_eval_config(text, "test.yaml", DatasetRegistry::builtin()); }
 
 const char* kGood = R"(name: t
@@ -91,54 +86,54 @@ TEST(EvalConfig, DottedKeysReachNestedMaps) {
 }
 
 TEST(EvalConfig, MalformedYamlNamesLineAndColumn) {
-  const std::string m = message_of([] { parse("models: [smollm2-135m-instruct\nmethods: [plain]\n"); });
+  const std::string m = error_of([] { parse("models: [smollm2-135m-instruct\nmethods: [plain]\n"); });
   EXPECT_NE(m.find("test.yaml:"), std::string::npos) << m;
   EXPECT_NE(m.find("malformed YAML"), std::string::npos) << m;
-  const std::string tab = message_of([] { parse("models:\n\t- x\n"); });
+  const std::string tab = error_of([] { parse("models:\n\t- x\n"); });
   EXPECT_NE(tab.find("malformed YAML"), std::string::npos) << tab;
 }
 
 TEST(EvalConfig, UnknownKeysNamesAndTrainSetsAreRefused) {
   const std::string base = "models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [advbench]\n";
-  std::string m = message_of([&] { parse(base + "limt: 4\n"); });
+  std::string m = error_of([&] { parse(base + "limt: 4\n"); });
   EXPECT_NE(m.find("test.yaml:4:1"), std::string::npos) << "line and column of the bad key: " << m;
   EXPECT_NE(m.find("unknown key `limt`"), std::string::npos) << m;
 
-  m = message_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [advbenc]\n"); });
+  m = error_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [advbenc]\n"); });
   EXPECT_NE(m.find("unknown dataset 'advbenc'"), std::string::npos) << m;
   EXPECT_NE(m.find("xstest_safe"), std::string::npos) << "lists the known datasets: " << m;
   EXPECT_NE(m.find("test.yaml:3:"), std::string::npos) << m;
 
-  m = message_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plian]\ndatasets: [advbench]\n"); });
+  m = error_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plian]\ndatasets: [advbench]\n"); });
   EXPECT_NE(m.find("unknown method 'plian'"), std::string::npos) << m;
   EXPECT_NE(m.find("safedecoding"), std::string::npos) << m;
 
-  m = message_of([] { parse("models: [no-such-model]\nmethods: [plain]\ndatasets: [advbench]\n"); });
+  m = error_of([] { parse("models: [no-such-model]\nmethods: [plain]\ndatasets: [advbench]\n"); });
   EXPECT_NE(m.find("unknown model 'no-such-model'"), std::string::npos) << m;
   EXPECT_NE(m.find("smollm2-135m-instruct"), std::string::npos) << m;
 
-  m = message_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [donotanswer]\n"); });
+  m = error_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [donotanswer]\n"); });
   EXPECT_NE(m.find("donotanswer"), std::string::npos) << m;
   EXPECT_NE(m.find("train"), std::string::npos) << "evaluating on a training pool is refused: " << m;
 
-  m = message_of([&] { parse(base + "judge: gpt4\n"); });
+  m = error_of([&] { parse(base + "judge: gpt4\n"); });
   EXPECT_NE(m.find("unknown judge 'gpt4'"), std::string::npos) << m;
   EXPECT_NE(m.find("keyword"), std::string::npos) << m;
 
-  m = message_of([] {
+  m = error_of([] {
     parse("models: [smollm2-135m-instruct]\nmethods:\n  - name: acd\n    set: {alpah: 1}\ndatasets: [advbench]\n");
   });
   EXPECT_NE(m.find("alpah"), std::string::npos) << "method keys are checked by the method parser: " << m;
 
-  m = message_of([] {
+  m = error_of([] {
     parse("models: [smollm2-135m-instruct]\nmethods: [plain, plain]\ndatasets: [advbench]\n");
   });
   EXPECT_NE(m.find("appears twice"), std::string::npos) << m;
 
-  m = message_of([&] { parse(base + "generation: {batch_size: 0}\n"); });
+  m = error_of([&] { parse(base + "generation: {batch_size: 0}\n"); });
   EXPECT_NE(m.find("batch_size"), std::string::npos) << m;
 
-  m = message_of([] { parse("methods: [plain]\ndatasets: [advbench]\n"); });
+  m = error_of([] { parse("methods: [plain]\ndatasets: [advbench]\n"); });
   EXPECT_NE(m.find("`models`"), std::string::npos) << m;
 }
 

@@ -11,8 +11,11 @@
 #include "eval/results_io.h"
 #include "eval/run_dir.h"
 #include "eval/sha256.h"
+#include "support/error_of.h"
 
 using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
 namespace fs = std::filesystem;
 
 namespace {
@@ -27,14 +30,6 @@ struct TempDir {
 YAML::Node config(double alpha) {
   return YAML::Load("model: smollm2\nmethod:\n  name: ngsd\n  alpha: " + std::to_string(alpha) +
                     "\ndatasets: [advbench, xstest_safe]\nseed: 1\n");
-}
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
 }
 }  // namespace
 
@@ -86,7 +81,7 @@ TEST(RunDirectory, FreshResumeRefuseAndForce) {
   append_jsonl(rd.results_path(), {{"x", 1}});
 
   // Same config: needs resume.
-  EXPECT_NE(message_of([&] { RunDirectory::open(d.path.string(), config(0.5)); }).find("resume to continue"),
+  EXPECT_NE(error_of([&] { RunDirectory::open(d.path.string(), config(0.5)); }).find("resume to continue"),
             std::string::npos);
   RunDirOptions resume;
   resume.resume = true;
@@ -99,7 +94,7 @@ TEST(RunDirectory, FreshResumeRefuseAndForce) {
                                       std::to_string(0.5) + "}\ndatasets:\n  - advbench\n  - xstest_safe\nseed: 1\n");
   EXPECT_TRUE(RunDirectory::open(d.path.string(), reformatted, resume).resumed());
 
-  const std::string diff = message_of([&] { RunDirectory::open(d.path.string(), config(0.9), resume); });
+  const std::string diff = error_of([&] { RunDirectory::open(d.path.string(), config(0.9), resume); });
   EXPECT_NE(diff.find("different resolved config"), std::string::npos) << diff;
   EXPECT_NE(diff.find("alpha"), std::string::npos) << "names the differing line: " << diff;
 
@@ -141,6 +136,6 @@ TEST(RunDirectory, ManifestRecordsVersionHostSeedsAndHashes) {
     EXPECT_TRUE(disk["git_dirty"].is_boolean());
   }
   in.model_files = {"/nonexistent/model.gguf"};
-  EXPECT_NE(message_of([&] { rd.write_manifest(in); }).find("model file not found: /nonexistent/model.gguf"),
+  EXPECT_NE(error_of([&] { rd.write_manifest(in); }).find("model file not found: /nonexistent/model.gguf"),
             std::string::npos);
 }

@@ -10,21 +10,15 @@
 #include "core/paths.h"
 #include "gguf_builder.h"
 #include "io/gguf.h"
+#include "support/error_of.h"
 
 using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
 using safedec::testing::GgufBuilder;
 using safedec::testing::TempDir;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 std::string mem_error(const std::vector<uint8_t>& b, const std::string& name = "bad.gguf") {
   return error_of([&] { GgufFile::open_memory(b.data(), b.size(), name); });
@@ -80,7 +74,7 @@ TEST(GgufErrors, TruncatedAtEveryByteOfASmallFile) {
   for (size_t cut = 0; cut < full.size(); ++cut) {
     std::vector<uint8_t> part(full.begin(), full.begin() + cut);
     const std::string msg = mem_error(part, "cut.gguf");
-    ASSERT_NE(msg, "<no error>") << "cut at " << cut << " of " << full.size() << " was accepted";
+    ASSERT_NE(msg, kNoError) << "cut at " << cut << " of " << full.size() << " was accepted";
     ASSERT_NE(msg.find("cut.gguf"), std::string::npos) << msg;
     const bool says_why = msg.find("truncated") != std::string::npos || msg.find("not a GGUF file") != std::string::npos;
     ASSERT_TRUE(says_why) << "cut at " << cut << ": " << msg;

@@ -11,21 +11,13 @@
 #include "gguf_builder.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "support/error_of.h"
 
 using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
 using safedec::testing::GgufBuilder;
 using safedec::testing::TempDir;
-
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
 
 TEST(GgufWriter, SameBytesAsTheIndependentBuilder) {
   std::vector<float> a = {1, 2, 3};

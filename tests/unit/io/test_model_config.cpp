@@ -11,21 +11,15 @@
 #include "gguf_builder.h"
 #include "io/gguf.h"
 #include "io/model_config.h"
+#include "support/error_of.h"
 
 using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
 using safedec::testing::GgufBuilder;
 using safedec::testing::TempDir;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 // Hub config.json of HuggingFaceTB/SmolLM2-135M-Instruct (transformers 4 layout, trimmed of unused keys).
 const char* kSmolLM2Hf = R"({

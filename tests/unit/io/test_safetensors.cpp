@@ -13,23 +13,17 @@
 #include "gguf_builder.h"
 #include "io/half.h"
 #include "io/safetensors.h"
+#include "support/error_of.h"
 
 using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
 using nlohmann::json;
 using safedec::testing::TempDir;
 
 namespace {
 
 const std::string kGolden = std::string(SAFEDEC_SOURCE_DIR) + "/tests/oracle/golden/safetensors_py";
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 
 float golden_value(const json& v) {
   if (v.is_string()) {
