@@ -9,7 +9,9 @@
 # runs/<config>-<UTC time>/ (report.md with plots, results.jsonl, generations.jsonl, manifest.json).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SAFEDEC_BUILD_TESTS="${SAFEDEC_BUILD_TESTS:-OFF}" "$ROOT/scripts/setup.sh"
+# The main job uses only the embedded default model; SAFEDEC_MODELS=all fetches every locked model.
+SAFEDEC_MODELS="${SAFEDEC_MODELS:-smollm2-135m-instruct}" SAFEDEC_BUILD_TESTS="${SAFEDEC_BUILD_TESTS:-OFF}" \
+  "$ROOT/scripts/setup.sh"
 BUILD="${SAFEDEC_BUILD_DIR:-$ROOT/build}"
 cd "$ROOT"
 CONFIG=configs/quickstart.yaml
@@ -17,8 +19,8 @@ ARGS=()
 for a in "$@"; do
   if [[ "$a" == "--full" ]]; then CONFIG=configs/full.yaml; else ARGS+=("$a"); fi
 done
-ICV=.cache/artifacts/icv-smollm2-135m-instruct.safetensors  # safedec creates .cache/artifacts if needed
-if [[ ! -f "$ICV" ]]; then
+ICV=.cache/artifacts/icv-smollm2-135m-instruct  # safedec creates .cache/artifacts if needed
+if [[ ! -f "$ICV/manifest.json" ]]; then
   echo "[run] extracting the Safe-Align ICV from data/icv_pairs.jsonl (training-pool prompts) -> $ICV" >&2
   "$BUILD/safedec" icv extract --model smollm2-135m-instruct --out "$ICV"
 fi

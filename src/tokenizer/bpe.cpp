@@ -14,6 +14,7 @@
 #include <queue>
 
 #include "core/error.h"
+#include "tokenizer/nfc.h"
 #include "tokenizer/unicode.h"
 
 namespace safedec {
@@ -161,6 +162,7 @@ BpeTokenizer::BpeTokenizer(BpeSpec spec)
       fuse_unk_(spec.fuse_unk),
       ignore_merges_(spec.ignore_merges),
       strip_leading_space_(spec.strip_leading_space),
+      nfc_(spec.nfc),
       prepend_(spec.prepend),
       model_unk_id_(spec.model_unk_id),
       prefix_ids_(spec.prefix_ids),
@@ -357,29 +359,42 @@ Encoding BpeTokenizer::encode_with_offsets(const std::string& text, bool add_spe
 }
 
 void BpeTokenizer::encode_segment(const std::string& text, size_t begin, size_t end, bool first, Encoding* enc) const {
+  // NFC (when the tokenizer has it) comes first; `src` is the segment after it and src_at[i] the
+  // offset in `text` that byte i of src came from.
+  std::string nfc_text;
+  std::vector<size_t> nfc_origin;
+  const std::string* src = &text;
+  size_t src_begin = begin, src_end = end;
+  if (nfc_ && !unicode::nfc_trivially_stable(text, begin, end)) {
+    unicode::nfc_append(text, begin, end, &nfc_text, &nfc_origin);
+    src = &nfc_text;
+    src_begin = 0;
+    src_end = nfc_text.size();
+  }
+  auto src_at = [&](size_t i) { return src == &text ? i : nfc_origin[i]; };
   // Normalise, keeping for every normalised byte the original offset it came from (map has one
   // extra entry for the end).
   std::string norm;
   std::vector<size_t> map;
-  norm.reserve(end - begin + 8);
-  map.reserve(end - begin + 9);
+  norm.reserve(src_end - src_begin + 8);
+  map.reserve(src_end - src_begin + 9);
   auto emit = [&](const std::string& s, size_t orig) {
     norm += s;
     map.insert(map.end(), s.size(), orig);
   };
-  if (!prepend_.empty() && (first || prepend_every_segment_)) {
+  if (src_begin < src_end && !prepend_.empty() && (first || prepend_every_segment_)) {
     // The check is on the normalised text: a leading ' ' counts once replaced by '▁'.
-    bool present = text.compare(begin, prepend_.size(), prepend_) == 0 ||
-                   (replace_space_ && prepend_ == kMetaSpace && text[begin] == ' ');
+    bool present = src->compare(src_begin, prepend_.size(), prepend_) == 0 ||
+                   (replace_space_ && prepend_ == kMetaSpace && (*src)[src_begin] == ' ');
     if (!(prepend_unless_present_ && present)) emit(prepend_, begin);
   }
-  if (byte_level_prefix_space_ && first && text[begin] != ' ') emit(" ", begin);
-  for (size_t i = begin; i < end; ++i) {
-    if (replace_space_ && text[i] == ' ') {
-      emit(kMetaSpace, i);
+  if (src_begin < src_end && byte_level_prefix_space_ && first && (*src)[src_begin] != ' ') emit(" ", begin);
+  for (size_t i = src_begin; i < src_end; ++i) {
+    if (replace_space_ && (*src)[i] == ' ') {
+      emit(kMetaSpace, src_at(i));
     } else {
-      norm += text[i];
-      map.push_back(i);
+      norm += (*src)[i];
+      map.push_back(src_at(i));
     }
   }
   map.push_back(end);

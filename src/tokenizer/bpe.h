@@ -38,7 +38,9 @@ struct BpeSpec {
   std::vector<std::pair<std::string, std::string>> merges;  // in rank order
   std::vector<MergeIds> merge_ids;  // alternative to `merges` (used when merges is empty)
   std::vector<Added> added;
-  // Normalizer: ' ' -> U+2581 and a prefix put before the first text segment (or every segment).
+  // Normalizer: Unicode NFC first (Qwen2), then ' ' -> U+2581 and a prefix put before the first
+  // text segment (or every segment).
+  bool nfc = false;
   bool replace_space = false;
   std::string prepend;
   bool prepend_every_segment = false;
@@ -108,7 +110,7 @@ class BpeTokenizer : public Tokenizer {
   std::unordered_map<std::string_view, int32_t> piece_to_id_;  // views into piece_bytes_
   std::vector<TrieNode> trie_;
   bool replace_space_, prepend_every_segment_, prepend_unless_present_, byte_level_prefix_space_, byte_fallback_, fuse_unk_;
-  bool ignore_merges_, strip_leading_space_;
+  bool ignore_merges_, strip_leading_space_, nfc_;
   std::string prepend_;
   int32_t model_unk_id_;
   PreTokenizer pre_;

@@ -5,7 +5,7 @@
 //    for Gemma by file order, with all-space tokens respelled as '▁' runs). Control tokens (type 3)
 //    become special added tokens, user-defined ones (type 4) plain added tokens.
 //  * tokenizer.json (HF tokenizers): model BPE, normalizer/pre-tokenizer/post-processor/decoder of
-//    the kinds used by Llama, Mistral, Gemma, GPT-2, SmolLM, Qwen (NFC normalisation excepted).
+//    the kinds used by Llama, Mistral, Gemma, GPT-2, SmolLM, Qwen (NFC normalisation included).
 //  * tokenizer.model (SentencePiece) through libsentencepiece.
 #include <sys/stat.h>
 
@@ -164,6 +164,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const GgufFile& f) {
                   "': pre-tokenizer tokenizer.ggml.pre = '", pre, "' is not supported; known: ",
                   join(pretok::known_names()), ".");
     spec.ignore_merges = pretok::named_ignores_merges(pre);
+    spec.nfc = pretok::named_uses_nfc(pre);
     for (size_t i = 0; i < n; ++i) {
       // Control tokens spelled outside the byte alphabet are llama.cpp mislabels (transformers skips them).
       // <unk> is a special token too (HF registers unk_token; llama.cpp matches UNKNOWN in text).
@@ -245,9 +246,13 @@ void add_normalizer(const json& nz, BpeSpec* spec, const std::string& path) {
   } else if (type == "Prepend") {
     spec->prepend = nz.value("prepend", "");
     spec->prepend_every_segment = true;
+  } else if (type == "NFC") {
+    SAFEDEC_CHECK(!spec->replace_space && spec->prepend.empty(), "Tokenizer file '", path,
+                  "': an NFC normalizer after Replace/Prepend is not supported (safedec applies NFC first).");
+    spec->nfc = true;
   } else {
     fail("Tokenizer file '", path, "': normalizer type '", type,
-         "' is not supported; supported: Replace(' ' -> '▁'), Prepend, Sequence of those.");
+         "' is not supported; supported: NFC, Replace(' ' -> '▁'), Prepend, Sequence of those.");
   }
 }
 

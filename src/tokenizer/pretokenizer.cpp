@@ -196,6 +196,8 @@ bool configure_named(const std::string& name, PreTokenizer* pt) {
 // Llama 3's tokenizer.json sets ignore_merges, and llama.cpp does the same for these names.
 bool named_ignores_merges(const std::string& name) { return in(kLlama3Names, name); }
 
+bool named_uses_nfc(const std::string& name) { return name == "qwen2" || name == "deepseek-r1-qwen"; }
+
 std::vector<std::string> known_names() {
   std::vector<std::string> all;
   for (const auto* v : {&kGpt2Names, &kDigitsGpt2Names, &kLlama3Names, &kQwen2Names})

@@ -68,6 +68,9 @@ bool named_steps(const std::string& name, std::vector<SplitStep>* steps);
 bool configure_named(const std::string& name, PreTokenizer* pt);
 // Whether the named pre-tokenizer's reference tokenizer.json sets BPE ignore_merges (Llama 3).
 bool named_ignores_merges(const std::string& name);
+// The Hugging Face tokenizer.json of these vocabularies normalises to NFC first (Qwen2's
+// tokenizers: normalizer NFC); llama.cpp does not, and we follow Hugging Face.
+bool named_uses_nfc(const std::string& name);
 std::vector<std::string> known_names();
 }  // namespace pretok
 

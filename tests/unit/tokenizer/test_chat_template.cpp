@@ -125,3 +125,15 @@ TEST(ChatTemplate, GemmaRejectsNonAlternatingRoles) {
   EXPECT_THROW(tpl.render(std::nullopt, {{"user", "a"}, {"user", "b"}}, true), Error);
   EXPECT_THROW(tpl.render(std::string("s"), {{"system", "again"}, {"user", "b"}}, true), Error);
 }
+
+TEST(ChatTemplate, Qwen25CoderMatchesHfForBothModels) {
+  json g = load_golden("tokenizer_qwen25.json");
+  for (const char* file : {"qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"}) {
+    SCOPED_TRACE(file);
+    auto tok = load_tokenizer(require_cached_model(file));
+    ChatTemplate tpl(*tok);  // auto: the GGUF's ChatML template
+    EXPECT_EQ(tpl.family(), "chatml");
+    EXPECT_EQ(tpl.default_system(), "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    check_chats(*tok, tpl, g);
+  }
+}

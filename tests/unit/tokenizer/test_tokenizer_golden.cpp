@@ -125,3 +125,38 @@ TEST(TokenizerGolden, Gemma3FromGguf) {
   EXPECT_EQ(tok->piece_to_token(" the"), tok->piece_to_token("\xE2\x96\x81the"));
   check_cases(*tok, g);
 }
+
+namespace {
+
+// The Qwen2.5 vocabulary shared by the two Qwen2.5-Coder GGUFs, against Hugging Face's Qwen2
+// tokenizer (NFC + Qwen2 split regex + byte-level BPE; tests/oracle/gen_qwen_golden.py).
+void check_qwen25(const std::string& file) {
+  json g = load_golden("tokenizer_qwen25.json");
+  auto tok = load_tokenizer(require_cached_model(file));
+  EXPECT_EQ(tok->vocab_size(), g["vocab_size_file"].get<int64_t>());
+  EXPECT_EQ(tok->vocab_size(), 151936);
+  EXPECT_EQ(tok->kind(), "bpe-byte-level");
+  EXPECT_FALSE(tok->add_bos());
+  EXPECT_EQ(tok->eos_id(), g["eos_id"].get<int32_t>());
+  EXPECT_EQ(tok->pad_id(), g["pad_id"].get<int32_t>());
+  EXPECT_TRUE(tok->is_eog(tok->piece_to_token("<|im_end|>")));
+  EXPECT_TRUE(tok->is_special(tok->piece_to_token("<|fim_prefix|>")));
+  EXPECT_FALSE(tok->is_special(tok->piece_to_token("<tool_call>")));  // user-defined: matched whole, not special
+  int n = 0;
+  for (const auto& c : g["cases"]) {
+    const std::string text = c["text"];
+    const auto want = c["ids"].get<std::vector<int32_t>>();
+    const auto got = tok->encode(text, false);
+    EXPECT_EQ(got, want) << "text=" << json(text).dump() << "\n got " << show(got) << "\nwant " << show(want);
+    EXPECT_EQ(tok->encode(text, true), want) << "no BOS/EOS for Qwen: " << json(text).dump();
+    EXPECT_EQ(tok->decode(want), c["decoded"].get<std::string>()) << "HF decode of " << json(text).dump();
+    EXPECT_EQ(tok->decode(want, true), c["decoded_skip_special"].get<std::string>()) << json(text).dump();
+    ++n;
+  }
+  EXPECT_GE(n, 250);
+}
+
+}  // namespace
+
+TEST(TokenizerGolden, Qwen25Coder05BFromGguf) { check_qwen25("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"); }
+TEST(TokenizerGolden, Qwen25Coder15BFromGguf) { check_qwen25("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"); }
