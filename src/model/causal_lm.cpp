@@ -194,16 +194,8 @@ torch::Tensor CausalLM::forward(const ForwardInput& input, KvCache& cache, const
   return forward_full(input, cache, hooks).logits;
 }
 
-ForwardOutput CausalLM::forward_full(const ForwardInput& input, KvCache& cache, const ForwardHooks* hooks) const {
-  const auto& c = config_;
-  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, d = c.hidden_size, g = H / Hkv;
-  SAFEDEC_CHECK(cache.defined(), "CausalLM::forward: the KV cache is empty; create it with new_cache().");
-  SAFEDEC_CHECK(cache.n_layers() == c.n_layers && cache.n_kv_heads() == Hkv && cache.head_dim() == hd,
-                "CausalLM::forward: the KV cache was made for a different model (", cache.n_layers(), " layers, ",
-                cache.n_kv_heads(), " kv heads, head_dim ", cache.head_dim(), ").");
-
-  // ---- input embeddings ----
-  torch::Tensor h;
+torch::Tensor CausalLM::input_hidden(const ForwardInput& input) const {
+  const int64_t d = config_.hidden_size;
   if (input.input_embeds.defined()) {
     const auto& ie = input.input_embeds;
     SAFEDEC_CHECK(ie.dim() == 3 && ie.size(2) == d, "CausalLM::forward: input_embeds must be [B, T, ", d, "], got ",
@@ -215,34 +207,58 @@ ForwardOutput CausalLM::forward_full(const ForwardInput& input, KvCache& cache, 
                     input.ids.defined() ? input.ids.sizes() : torch::IntArrayRef{}, ", ",
                     input.embeds_mask.sizes(), ", ", ie.sizes(), ").");
       auto m = input.embeds_mask.to(device(), torch::kBool).unsqueeze(-1);
-      h = torch::where(m, ie.to(dtype()), embed(input.ids));
-    } else {
-      h = ie.to(device(), dtype());
+      return torch::where(m, ie.to(dtype()), embed(input.ids));
     }
-  } else {
-    SAFEDEC_CHECK(input.ids.defined() && input.ids.dim() == 2, "CausalLM::forward: ids must be a [B, T] tensor",
-                  input.ids.defined() ? std::string(", got ") + c10::str(input.ids.sizes()) : std::string(), ".");
-    h = embed(input.ids);
+    return ie.to(device(), dtype());
   }
-  const int64_t B = h.size(0), T = h.size(1);
-  SAFEDEC_CHECK(T > 0, "CausalLM::forward: no tokens to process (T = 0).");
-  SAFEDEC_CHECK(B == cache.batch(), "CausalLM::forward: input has ", B, " rows but the cache has ", cache.batch(), ".");
-  if (input.pad_left.defined()) {
-    SAFEDEC_CHECK(input.pad_left.numel() == 0 || input.pad_left.max().item<int64_t>() <= T,
-                  "CausalLM::forward: a row has more left padding than the ", T, " tokens given.");
-    cache.set_padding(input.pad_left);
-  }
-  const int64_t past = cache.length();
-  const int64_t Lk = past + T;
-  if (Lk > cache.capacity()) cache.reserve(std::max(Lk, 2 * cache.capacity()));
+  SAFEDEC_CHECK(input.ids.defined() && input.ids.dim() == 2, "CausalLM::forward: ids must be a [B, T] tensor",
+                input.ids.defined() ? std::string(", got ") + c10::str(input.ids.sizes()) : std::string(), ".");
+  return embed(input.ids);
+}
 
-  // ---- positions and masks ----
-  const auto& pad = cache.pad_offsets();  // [B] CPU int64
-  const bool any_pad = pad.numel() > 0 && pad.max().item<int64_t>() > 0;
+LayerPass CausalLM::begin_pass(const ForwardInput& input, int64_t B, int64_t T, KvCache* cache,
+                               const ForwardHooks* hooks, ForwardOutput* capture_out) const {
+  const auto& c = config_;
+  SAFEDEC_CHECK(T > 0, "CausalLM::forward: no tokens to process (T = 0).");
+  LayerPass pass;
+  pass.batch = B;
+  pass.tokens = T;
+  pass.cache = cache;
+  pass.hooks = hooks;
+  pass.capture_out = capture_out;
   auto opt_i = torch::TensorOptions().dtype(torch::kInt64).device(device());
-  auto pad_dev = pad.to(device());
-  auto slots = torch::arange(past, Lk, opt_i);                       // [T] slot of each new token
-  auto positions = (slots.unsqueeze(0) - pad_dev.unsqueeze(1)).clamp_min(0);  // [B, T]; pad slots -> 0
+  torch::Tensor pad_dev, slots, positions;
+  bool any_pad = false;
+  int64_t past = 0;
+  if (cache) {
+    SAFEDEC_CHECK(cache->defined(), "CausalLM::forward: the KV cache is empty; create it with new_cache().");
+    SAFEDEC_CHECK(cache->n_layers() == c.n_layers && cache->n_kv_heads() == c.n_kv_heads &&
+                      cache->head_dim() == c.head_dim,
+                  "CausalLM::forward: the KV cache was made for a different model (", cache->n_layers(), " layers, ",
+                  cache->n_kv_heads(), " kv heads, head_dim ", cache->head_dim(), ").");
+    SAFEDEC_CHECK(B == cache->batch(), "CausalLM::forward: input has ", B, " rows but the cache has ", cache->batch(),
+                  ".");
+    if (input.pad_left.defined()) {
+      SAFEDEC_CHECK(input.pad_left.numel() == 0 || input.pad_left.max().item<int64_t>() <= T,
+                    "CausalLM::forward: a row has more left padding than the ", T, " tokens given.");
+      cache->set_padding(input.pad_left);
+    }
+    past = cache->length();
+    if (past + T > cache->capacity()) cache->reserve(std::max(past + T, 2 * cache->capacity()));
+    const auto& pad = cache->pad_offsets();  // [B] CPU int64
+    any_pad = pad.numel() > 0 && pad.max().item<int64_t>() > 0;
+    pad_dev = pad.to(device());
+    slots = torch::arange(past, past + T, opt_i);                              // [T] slot of each new token
+    positions = (slots.unsqueeze(0) - pad_dev.unsqueeze(1)).clamp_min(0);  // [B, T]; pad slots -> 0
+  } else {
+    SAFEDEC_CHECK(!input.pad_left.defined() || input.pad_left.numel() == 0 || input.pad_left.max().item<int64_t>() == 0,
+                  "CausalLM::forward_hidden: left padding needs a KV cache; right-pad training batches instead.");
+    pad_dev = torch::zeros({B}, opt_i);
+    slots = torch::arange(T, opt_i);
+    positions = slots.unsqueeze(0).expand({B, T});
+  }
+  pass.past = past;
+  const int64_t Lk = past + T, hd = c.head_dim;
   bool has_sliding = false;
   for (int64_t l = 0; l < c.n_layers && !has_sliding; ++l) has_sliding = layer_is_sliding(l);
   auto make_mask = [&](int64_t window) -> torch::Tensor {
@@ -259,8 +275,8 @@ ForwardOutput CausalLM::forward_full(const ForwardInput& input, KvCache& cache, 
     mask.masked_fill_(valid.logical_not(), -std::numeric_limits<float>::infinity());
     return mask.view({B, 1, 1, T, Lk});
   };
-  auto mask_global = make_mask(0);
-  auto mask_local = has_sliding ? make_mask(c.sliding_window) : torch::Tensor();
+  pass.mask_global = make_mask(0);
+  if (has_sliding) pass.mask_local = make_mask(c.sliding_window);
   auto rope_for = [&](bool local) {
     auto tables = rope_tables(local, Lk);
     auto flat = positions.reshape({-1});
@@ -268,128 +284,158 @@ ForwardOutput CausalLM::forward_full(const ForwardInput& input, KvCache& cache, 
     auto sin = tables.second.index_select(0, flat).view({B, T, 1, hd / 2});
     return std::make_pair(cos, sin);
   };
-  auto rope_global = rope_for(false);
-  std::pair<torch::Tensor, torch::Tensor> rope_local;
-  if (has_sliding) rope_local = rope_for(true);
+  pass.rope_global = rope_for(false);
+  if (has_sliding) pass.rope_local = rope_for(true);
+  return pass;
+}
 
+torch::Tensor CausalLM::run_layer(int64_t l, const torch::Tensor& h_in, const LayerPass& pass) const {
+  const auto& c = config_;
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, g = H / Hkv;
+  const int64_t B = pass.batch, T = pass.tokens, past = pass.past, Lk = past + T;
   const double scale = 1.0 / std::sqrt(c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar : static_cast<double>(hd));
   const bool gemma = c.architecture == "gemma3";
   const bool grad = torch::GradMode::is_enabled() && !c10::InferenceMode::is_enabled();
   static const std::vector<LoraBinding> kNoLoras;
+  const ForwardHooks* hooks = pass.hooks;
   const auto& loras = hooks ? hooks->loras : kNoLoras;
   const bool training = hooks && hooks->training;
   const CaptureRequest* cap = hooks ? hooks->capture : nullptr;
-  ForwardOutput out;
-  auto take_positions = [&](const torch::Tensor& x) {
-    if (!cap || !cap->positions.defined()) return x;
-    auto p = cap->positions.to(device(), torch::kInt64);
-    if (p.dim() == 1) return x.index_select(1, p);
-    SAFEDEC_CHECK(p.dim() == 2 && p.size(0) == B, "CaptureRequest.positions must be [P] or [", B, ", P].");
-    return x.gather(1, p.unsqueeze(-1).expand({B, p.size(1), x.size(2)}));
-  };
-  auto captured = [&](int64_t l) {
-    if (!cap) return false;
-    return cap->layers.empty() || std::find(cap->layers.begin(), cap->layers.end(), l) != cap->layers.end();
-  };
-
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& W = *weights_.layers[l];
-    const bool sliding = layer_is_sliding(l);
-    // ---- attention ----
-    auto x = rms_norm(h, W.attn_norm, c.rms_norm_eps);
-    auto qkv = fast_linear(x, W.wqkv, W.bqkv);  // [B, T, (H + 2 Hkv) hd]
-    auto q = qkv.narrow(-1, 0, H * hd);
-    auto k = qkv.narrow(-1, H * hd, Hkv * hd);
-    auto v = qkv.narrow(-1, (H + Hkv) * hd, Hkv * hd);
-    if (!loras.empty()) {
-      q = apply_lora(loras, l, LinearKind::Q, x, q, training);
-      k = apply_lora(loras, l, LinearKind::K, x, k, training);
-      v = apply_lora(loras, l, LinearKind::V, x, v, training);
-    }
-    q = q.reshape({B, T, H, hd});
-    k = k.reshape({B, T, Hkv, hd});
-    v = v.reshape({B, T, Hkv, hd});
-    if (gemma) {
-      q = rms_norm(q, W.q_norm, c.rms_norm_eps);
-      k = rms_norm(k, W.k_norm, c.rms_norm_eps);
-    }
-    const auto& rope = sliding ? rope_local : rope_global;
-    q = apply_rope(q, rope.first, rope.second);
-    k = apply_rope(k, rope.first, rope.second);
-    auto k_new = k.transpose(1, 2);  // [B, Hkv, T, hd]
-    auto v_new = v.transpose(1, 2);
-    torch::Tensor k_all, v_all;
-    if (grad) {
-      // Autograd path: attend over cat(past, new) so gradients reach the new keys/values; the
-      // cache keeps detached copies.
-      k_all = past > 0 ? torch::cat({cache.keys(l).narrow(2, 0, past), k_new}, 2) : k_new;
-      v_all = past > 0 ? torch::cat({cache.values(l).narrow(2, 0, past), v_new}, 2) : v_new;
-      torch::NoGradGuard ng;
-      cache.keys(l).narrow(2, past, T).copy_(k_new.detach());
-      cache.values(l).narrow(2, past, T).copy_(v_new.detach());
-    } else {
-      cache.keys(l).narrow(2, past, T).copy_(k_new);
-      cache.values(l).narrow(2, past, T).copy_(v_new);
-      k_all = cache.keys(l).narrow(2, 0, Lk);
-      v_all = cache.values(l).narrow(2, 0, Lk);
-    }
-    // Grouped-query attention: query head h = kv * g + i uses kv head `kv` (HF repeat_kv order).
-    auto qg = (q * scale).view({B, T, Hkv, g, hd}).permute({0, 2, 3, 1, 4}).reshape({B, Hkv, g * T, hd});
-    auto scores = torch::matmul(qg, k_all.transpose(2, 3));  // [B, Hkv, g T, Lk]
-    if (c.attn_logit_softcapping > 0)
-      scores = torch::tanh(scores / c.attn_logit_softcapping) * c.attn_logit_softcapping;
-    const auto& mask = sliding ? mask_local : mask_global;
-    if (mask.defined()) scores = (scores.view({B, Hkv, g, T, Lk}) + mask).view({B, Hkv, g * T, Lk});
-    auto probs = torch::softmax(scores, -1);
-    auto ctx = torch::matmul(probs, v_all)  // [B, Hkv, g T, hd]
-                   .view({B, Hkv, g, T, hd})
-                   .permute({0, 3, 1, 2, 4})
-                   .reshape({B, T, H * hd});
-    auto attn = fast_linear(ctx, W.wo);
-    if (!loras.empty()) attn = apply_lora(loras, l, LinearKind::O, ctx, attn, training);
-    if (gemma) attn = rms_norm(attn, W.post_attn_norm, c.rms_norm_eps);
-    h = h + attn;
-
-    // ---- MLP ----
-    x = rms_norm(h, W.ffn_norm, c.rms_norm_eps);
-    auto gu = fast_linear(x, W.w_gate_up);  // [B, T, 2 I]
-    const int64_t I = c.intermediate_size;
-    auto gate = gu.narrow(-1, 0, I);
-    auto up = gu.narrow(-1, I, I);
-    if (!loras.empty()) {
-      gate = apply_lora(loras, l, LinearKind::Gate, x, gate, training);
-      up = apply_lora(loras, l, LinearKind::Up, x, up, training);
-    }
-    auto act = c.hidden_act == "silu" ? torch::silu(gate) : torch::gelu(gate, "tanh");
-    auto inner = act * up;
-    auto mlp = fast_linear(inner, W.w_down);
-    if (!loras.empty()) mlp = apply_lora(loras, l, LinearKind::Down, inner, mlp, training);
-    if (gemma) mlp = rms_norm(mlp, W.post_ffn_norm, c.rms_norm_eps);
-    if (hooks && hooks->mlp_transform) {
-      auto steered = hooks->mlp_transform(l, mlp);
-      SAFEDEC_CHECK(steered.defined() && steered.sizes() == mlp.sizes(), "ForwardHooks.mlp_transform for layer ", l,
-                    " must return a tensor of shape ", mlp.sizes(), ".");
-      mlp = steered;
-    }
-    h = h + mlp;
-    if (captured(l)) {
-      if (cap->residual) out.residual[l] = take_positions(h);
-      if (cap->mlp) out.mlp[l] = take_positions(mlp);
-    }
+  const LayerWeights& W = *weights_.layers[l];
+  const bool sliding = layer_is_sliding(l);
+  torch::Tensor h = h_in;
+  // ---- attention ----
+  auto x = rms_norm(h, W.attn_norm, c.rms_norm_eps);
+  auto qkv = fast_linear(x, W.wqkv, W.bqkv);  // [B, T, (H + 2 Hkv) hd]
+  auto q = qkv.narrow(-1, 0, H * hd);
+  auto k = qkv.narrow(-1, H * hd, Hkv * hd);
+  auto v = qkv.narrow(-1, (H + Hkv) * hd, Hkv * hd);
+  if (!loras.empty()) {
+    q = apply_lora(loras, l, LinearKind::Q, x, q, training);
+    k = apply_lora(loras, l, LinearKind::K, x, k, training);
+    v = apply_lora(loras, l, LinearKind::V, x, v, training);
   }
+  q = q.reshape({B, T, H, hd});
+  k = k.reshape({B, T, Hkv, hd});
+  v = v.reshape({B, T, Hkv, hd});
+  if (gemma) {
+    q = rms_norm(q, W.q_norm, c.rms_norm_eps);
+    k = rms_norm(k, W.k_norm, c.rms_norm_eps);
+  }
+  const auto& rope = sliding ? pass.rope_local : pass.rope_global;
+  q = apply_rope(q, rope.first, rope.second);
+  k = apply_rope(k, rope.first, rope.second);
+  auto k_new = k.transpose(1, 2);  // [B, Hkv, T, hd]
+  auto v_new = v.transpose(1, 2);
+  torch::Tensor k_all, v_all;
+  KvCache* cache = pass.cache;
+  if (!cache) {
+    k_all = k_new;
+    v_all = v_new;
+  } else if (grad) {
+    // Autograd path: attend over cat(past, new) so gradients reach the new keys/values; the
+    // cache keeps detached copies.
+    k_all = past > 0 ? torch::cat({cache->keys(l).narrow(2, 0, past), k_new}, 2) : k_new;
+    v_all = past > 0 ? torch::cat({cache->values(l).narrow(2, 0, past), v_new}, 2) : v_new;
+    torch::NoGradGuard ng;
+    cache->keys(l).narrow(2, past, T).copy_(k_new.detach());
+    cache->values(l).narrow(2, past, T).copy_(v_new.detach());
+  } else {
+    cache->keys(l).narrow(2, past, T).copy_(k_new);
+    cache->values(l).narrow(2, past, T).copy_(v_new);
+    k_all = cache->keys(l).narrow(2, 0, Lk);
+    v_all = cache->values(l).narrow(2, 0, Lk);
+  }
+  // Grouped-query attention: query head h = kv * g + i uses kv head `kv` (HF repeat_kv order).
+  auto qg = (q * scale).view({B, T, Hkv, g, hd}).permute({0, 2, 3, 1, 4}).reshape({B, Hkv, g * T, hd});
+  auto scores = torch::matmul(qg, k_all.transpose(2, 3));  // [B, Hkv, g T, Lk]
+  if (c.attn_logit_softcapping > 0) scores = torch::tanh(scores / c.attn_logit_softcapping) * c.attn_logit_softcapping;
+  const auto& mask = sliding ? pass.mask_local : pass.mask_global;
+  if (mask.defined()) scores = (scores.view({B, Hkv, g, T, Lk}) + mask).view({B, Hkv, g * T, Lk});
+  auto probs = torch::softmax(scores, -1);
+  auto ctx = torch::matmul(probs, v_all)  // [B, Hkv, g T, hd]
+                 .view({B, Hkv, g, T, hd})
+                 .permute({0, 3, 1, 2, 4})
+                 .reshape({B, T, H * hd});
+  auto attn = fast_linear(ctx, W.wo);
+  if (!loras.empty()) attn = apply_lora(loras, l, LinearKind::O, ctx, attn, training);
+  if (gemma) attn = rms_norm(attn, W.post_attn_norm, c.rms_norm_eps);
+  h = h + attn;
+
+  // ---- MLP ----
+  x = rms_norm(h, W.ffn_norm, c.rms_norm_eps);
+  auto gu = fast_linear(x, W.w_gate_up);  // [B, T, 2 I]
+  const int64_t I = c.intermediate_size;
+  auto gate = gu.narrow(-1, 0, I);
+  auto up = gu.narrow(-1, I, I);
+  if (!loras.empty()) {
+    gate = apply_lora(loras, l, LinearKind::Gate, x, gate, training);
+    up = apply_lora(loras, l, LinearKind::Up, x, up, training);
+  }
+  auto act = c.hidden_act == "silu" ? torch::silu(gate) : torch::gelu(gate, "tanh");
+  auto inner = act * up;
+  auto mlp = fast_linear(inner, W.w_down);
+  if (!loras.empty()) mlp = apply_lora(loras, l, LinearKind::Down, inner, mlp, training);
+  if (gemma) mlp = rms_norm(mlp, W.post_ffn_norm, c.rms_norm_eps);
+  if (hooks && hooks->mlp_transform) {
+    auto steered = hooks->mlp_transform(l, mlp);
+    SAFEDEC_CHECK(steered.defined() && steered.sizes() == mlp.sizes(), "ForwardHooks.mlp_transform for layer ", l,
+                  " must return a tensor of shape ", mlp.sizes(), ".");
+    mlp = steered;
+  }
+  h = h + mlp;
+  if (cap && pass.capture_out &&
+      (cap->layers.empty() || std::find(cap->layers.begin(), cap->layers.end(), l) != cap->layers.end())) {
+    auto take_positions = [&](const torch::Tensor& t) {
+      if (!cap->positions.defined()) return t;
+      auto p = cap->positions.to(device(), torch::kInt64);
+      if (p.dim() == 1) return t.index_select(1, p);
+      SAFEDEC_CHECK(p.dim() == 2 && p.size(0) == B, "CaptureRequest.positions must be [P] or [", B, ", P].");
+      return t.gather(1, p.unsqueeze(-1).expand({B, p.size(1), t.size(2)}));
+    };
+    if (cap->residual) pass.capture_out->residual[l] = take_positions(h);
+    if (cap->mlp) pass.capture_out->mlp[l] = take_positions(mlp);
+  }
+  return h;
+}
+
+torch::Tensor CausalLM::final_hidden(const torch::Tensor& h) const {
+  return rms_norm(h, weights_.final_norm, config_.rms_norm_eps);
+}
+
+torch::Tensor CausalLM::head_logits(const torch::Tensor& normed, const ForwardHooks* hooks) const {
+  const auto& c = config_;
+  auto logits = fast_linear(normed, weights_.lm_head);
+  if (hooks && !hooks->loras.empty())
+    logits = apply_lora(hooks->loras, -1, LinearKind::LmHead, normed, logits, hooks->training);
+  if (c.final_logit_softcapping > 0)
+    logits = torch::tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping;
+  return logits.scalar_type() == torch::kFloat32 ? logits : logits.to(torch::kFloat32);
+}
+
+ForwardOutput CausalLM::forward_full(const ForwardInput& input, KvCache& cache, const ForwardHooks* hooks) const {
+  SAFEDEC_CHECK(cache.defined(), "CausalLM::forward: the KV cache is empty; create it with new_cache().");
+  torch::Tensor h = input_hidden(input);
+  const int64_t B = h.size(0), T = h.size(1);
+  ForwardOutput out;
+  const LayerPass pass = begin_pass(input, B, T, &cache, hooks, &out);
+  for (int64_t l = 0; l < config_.n_layers; ++l) h = run_layer(l, h, pass);
   cache.advance(T);
 
   // ---- head ----
   const int64_t n_logits = input.last_only ? 1 : std::min(input.logits_last > 0 ? input.logits_last : T, T);
   if (n_logits < T) h = h.narrow(1, T - n_logits, n_logits);
-  h = rms_norm(h, weights_.final_norm, c.rms_norm_eps);
-  auto logits = fast_linear(h, weights_.lm_head);
-  if (!loras.empty()) logits = apply_lora(loras, -1, LinearKind::LmHead, h, logits, training);
-  if (c.final_logit_softcapping > 0)
-    logits = torch::tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping;
+  h = final_hidden(h);
+  out.logits = head_logits(h, hooks);
   out.hidden = h;
-  out.logits = logits.scalar_type() == torch::kFloat32 ? logits : logits.to(torch::kFloat32);
   return out;
+}
+
+torch::Tensor CausalLM::forward_hidden(const ForwardInput& input, const ForwardHooks* hooks) const {
+  torch::Tensor h = input_hidden(input);
+  const LayerPass pass = begin_pass(input, h.size(0), h.size(1), nullptr, hooks, nullptr);
+  for (int64_t l = 0; l < config_.n_layers; ++l) h = run_layer(l, h, pass);
+  return final_hidden(h);
 }
 
 void CausalLM::check_logits(const torch::Tensor& logits, int64_t step) {

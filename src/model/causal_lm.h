@@ -104,6 +104,20 @@ struct ForwardOutput {
   std::map<int64_t, torch::Tensor> mlp;       // layer -> [B, P, d] (when captured)
 };
 
+// What the layers of one forward call share: sizes, positions' rotary tables, attention masks and
+// hooks. Made by CausalLM::begin_pass; used by run_layer. With a cache, the layers append to it and
+// attend over it; without one (training), they attend only within the call's T tokens, causally,
+// with positions 0..T-1 in every row (batches are then RIGHT-padded: a pad only follows real tokens,
+// so causality alone keeps real tokens from seeing pads; losses must mask the pad positions).
+struct LayerPass {
+  int64_t batch = 0, tokens = 0, past = 0;
+  KvCache* cache = nullptr;
+  const ForwardHooks* hooks = nullptr;
+  torch::Tensor mask_global, mask_local;  // additive [B, 1, 1, T, Lk] or undefined (no mask needed)
+  std::pair<torch::Tensor, torch::Tensor> rope_global, rope_local;  // cos/sin [B, T, 1, hd/2]
+  ForwardOutput* capture_out = nullptr;  // receives captured activations (hooks->capture)
+};
+
 // A Llama-family decoder. Thread-compatible: concurrent forward() calls need distinct caches.
 class CausalLM {
  public:
@@ -130,6 +144,25 @@ class CausalLM {
   torch::Tensor forward(const ForwardInput& input, KvCache& cache, const ForwardHooks* hooks = nullptr) const;
   // Input embeddings of token ids [B, T] -> [B, T, d] (Gemma: already scaled by sqrt(d)).
   torch::Tensor embed(const torch::Tensor& ids) const;
+
+  // ---- the forward pass layer by layer (what forward_full runs; training drives it directly for
+  // activation checkpointing) ----
+  // h_0 of a call: token embeddings, with caller embeddings at embeds_mask positions.
+  torch::Tensor input_hidden(const ForwardInput& input) const;
+  // Positions, masks and rotary tables for T new tokens per row. cache == nullptr: no KV cache
+  // (training; see LayerPass). With a cache, applies input.pad_left and reserves room, but does not
+  // advance it (forward_full advances after the last layer).
+  LayerPass begin_pass(const ForwardInput& input, int64_t batch, int64_t tokens, KvCache* cache,
+                       const ForwardHooks* hooks = nullptr, ForwardOutput* capture_out = nullptr) const;
+  // Decoder layer l: h [B, T, d] -> h [B, T, d] (writes the layer's keys/values into the pass's cache).
+  torch::Tensor run_layer(int64_t layer, const torch::Tensor& h, const LayerPass& pass) const;
+  // Final RMSNorm of the residual stream (the LM head's input).
+  torch::Tensor final_hidden(const torch::Tensor& h) const;
+  // LM head (+ LoRA on the head, + softcapping) on final-normed hidden states [..., d] -> fp32 logits.
+  torch::Tensor head_logits(const torch::Tensor& normed, const ForwardHooks* hooks = nullptr) const;
+  // A training forward without KV cache: right-padded ids [B, T] (and optional soft-prompt embeds),
+  // returns the final-normed hidden states [B, T, d] (compute logits only where a loss needs them).
+  torch::Tensor forward_hidden(const ForwardInput& input, const ForwardHooks* hooks = nullptr) const;
 
   // The first k layers + final norm + LM head, sharing this model's weight tensors (a truncated
   // self-expert). Fine-tune a deep_copy() of it to avoid changing this model.
