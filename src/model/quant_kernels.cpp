@@ -1,0 +1,248 @@
+// Activation quantisation, the plain C++ reference kernels and run-time dispatch (see
+// quant_kernels.h for the arithmetic). The reference computes every block's integer dot exactly
+// and adds the scaled block terms in block order, in fp32.
+#include "model/quant_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "io/half.h"
+
+namespace safedec {
+namespace quant {
+namespace {
+
+inline float rd_half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return half_to_float(h);
+}
+
+// Q4_K / Q5_K packed 6-bit scales and mins of sub-block j (0..7).
+inline void k_scale_min(int j, const uint8_t* s, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+inline int act_sum(const ActBlock& a) { return a.sum[0] + a.sum[1]; }
+
+float dot_q4_0(const uint8_t* w, const ActBlock* a, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += 18) {
+    const uint8_t* qs = w + 2;
+    int s = 0;
+    for (int j = 0; j < 16; ++j) s += (qs[j] & 0x0F) * a[b].q[j] + (qs[j] >> 4) * a[b].q[j + 16];
+    acc += rd_half(w) * a[b].d * static_cast<float>(s - 8 * act_sum(a[b]));
+  }
+  return acc;
+}
+
+float dot_q4_1(const uint8_t* w, const ActBlock* a, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += 20) {
+    const uint8_t* qs = w + 4;
+    int s = 0;
+    for (int j = 0; j < 16; ++j) s += (qs[j] & 0x0F) * a[b].q[j] + (qs[j] >> 4) * a[b].q[j + 16];
+    acc += rd_half(w) * a[b].d * static_cast<float>(s) + rd_half(w + 2) * a[b].d * static_cast<float>(act_sum(a[b]));
+  }
+  return acc;
+}
+
+float dot_q5_0(const uint8_t* w, const ActBlock* a, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += 22) {
+    uint32_t qh;
+    std::memcpy(&qh, w + 2, 4);
+    const uint8_t* qs = w + 6;
+    int s = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = (qs[j] & 0x0F) | static_cast<int>((qh >> j) & 1u) << 4;
+      const int hi = (qs[j] >> 4) | static_cast<int>((qh >> (j + 16)) & 1u) << 4;
+      s += lo * a[b].q[j] + hi * a[b].q[j + 16];
+    }
+    acc += rd_half(w) * a[b].d * static_cast<float>(s - 16 * act_sum(a[b]));
+  }
+  return acc;
+}
+
+float dot_q8_0(const uint8_t* w, const ActBlock* a, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += 34) {
+    const int8_t* qs = reinterpret_cast<const int8_t*>(w + 2);
+    int s = 0;
+    for (int j = 0; j < 32; ++j) s += qs[j] * a[b].q[j];
+    acc += rd_half(w) * a[b].d * static_cast<float>(s);
+  }
+  return acc;
+}
+
+float dot_q4_k(const uint8_t* w, const ActBlock* a, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t sb = 0; sb < nb / 8; ++sb, w += 144) {
+    const float d = rd_half(w), dmin = rd_half(w + 2);
+    const uint8_t* q = w + 16;
+    for (int j = 0; j < 8; ++j) {
+      const ActBlock& x = a[sb * 8 + j];
+      const uint8_t* qc = q + 32 * (j / 2);
+      int s = 0;
+      for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (qc[l] & 0x0F) : (qc[l] >> 4)) * x.q[l];
+      int sc, m;
+      k_scale_min(j, w + 4, &sc, &m);
+      acc += d * static_cast<float>(sc) * x.d * static_cast<float>(s) -
+             dmin * static_cast<float>(m) * x.d * static_cast<float>(act_sum(x));
+    }
+  }
+  return acc;
+}
+
+// The 6-bit quant (0..63, i.e. value + 32) of element e (0..255) of a Q6_K block.
+inline int q6_at(const uint8_t* w, int e) {
+  const uint8_t* ql = w + 64 * (e / 128);
+  const uint8_t* qh = w + 128 + 32 * (e / 128);
+  const int r = e % 128, quarter = r / 32, l = r % 32;
+  // quarter 0: ql[l] low, 1: ql[l + 32] low, 2: ql[l] high, 3: ql[l + 32] high; qh bits 2*quarter.
+  const uint8_t byte = ql[l + ((quarter & 1) ? 32 : 0)];
+  const int nib = quarter < 2 ? (byte & 0x0F) : (byte >> 4);
+  return nib | (((qh[l] >> (2 * quarter)) & 3) << 4);
+}
+
+float dot_q6_k(const uint8_t* w, const ActBlock* a, int64_t nb) {
+  float acc = 0.0f;
+  for (int64_t sb = 0; sb < nb / 8; ++sb, w += 210) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
+    const float d = rd_half(w + 208);
+    for (int j = 0; j < 8; ++j) {  // activation block j = elements [32 j, 32 j + 32) = groups 2j, 2j+1
+      const ActBlock& x = a[sb * 8 + j];
+      int s0 = 0, s1 = 0;
+      for (int l = 0; l < 16; ++l) s0 += q6_at(w, 32 * j + l) * x.q[l];
+      for (int l = 16; l < 32; ++l) s1 += q6_at(w, 32 * j + l) * x.q[l];
+      // Group g = element / 16 has scale sc[g] in Q6_K's layout (16 scales per 256).
+      const int g0 = 2 * j, g1 = 2 * j + 1;
+      const int isum = sc[g0] * (s0 - 32 * x.sum[0]) + sc[g1] * (s1 - 32 * x.sum[1]);
+      acc += d * x.d * static_cast<float>(isum);
+    }
+  }
+  return acc;
+}
+
+using DotFn = float (*)(const uint8_t*, const ActBlock*, int64_t);
+
+DotFn reference_dot(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q4_0: return dot_q4_0;
+    case GgmlType::Q4_1: return dot_q4_1;
+    case GgmlType::Q5_0: return dot_q5_0;
+    case GgmlType::Q8_0: return dot_q8_0;
+    case GgmlType::Q4_K: return dot_q4_k;
+    case GgmlType::Q6_K: return dot_q6_k;
+    default: return nullptr;
+  }
+}
+
+bool cpu_has(const char* feature) {
+  __builtin_cpu_init();
+  if (std::string(feature) == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (std::string(feature) == "avx512")
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+  if (std::string(feature) == "avx512vnni") return cpu_has("avx512") && __builtin_cpu_supports("avx512vnni");
+  return false;
+}
+
+}  // namespace
+
+void quantize_activations(const float* x, int64_t K, ActBlock* out) {
+  SAFEDEC_ASSERT(K % kActBlock == 0, "activation length ", K, " is not a multiple of 32");
+  for (int64_t b = 0; b < K / kActBlock; ++b, x += kActBlock) {
+    float amax = 0.0f;
+    for (int i = 0; i < kActBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float d = amax / 127.0f;
+    const float inv = d > 0.0f ? 1.0f / d : 0.0f;  // an all-zero block quantises to zeros
+    ActBlock& o = out[b];
+    o.d = d;
+    int s0 = 0, s1 = 0;
+    for (int i = 0; i < kActBlock; ++i) {
+      // Round to nearest (ties to even); |x * inv| <= 127 up to rounding, clamped for safety.
+      const int q = static_cast<int>(std::nearbyint(std::min(127.0f, std::max(-127.0f, x[i] * inv))));
+      o.q[i] = static_cast<int8_t>(q);
+      (i < 16 ? s0 : s1) += q;
+    }
+    o.sum[0] = static_cast<int16_t>(s0);
+    o.sum[1] = static_cast<int16_t>(s1);
+  }
+}
+
+bool kernel_supported(GgmlType type) { return reference_dot(type) != nullptr; }
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Reference: return "reference";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx512Vnni: return "avx512vnni";
+  }
+  return "?";
+}
+
+bool isa_available(Isa isa) {
+  switch (isa) {
+    case Isa::Reference: return true;
+    case Isa::Avx2: return cpu_has("avx2");
+    case Isa::Avx512: return cpu_has("avx2") && cpu_has("avx512");
+    case Isa::Avx512Vnni: return cpu_has("avx2") && cpu_has("avx512vnni");
+  }
+  return false;
+}
+
+Isa best_isa() {
+  static const Isa best = [] {
+    Isa cap = Isa::Avx512Vnni;
+    if (const char* env = std::getenv("SAFEDEC_QUANT_ISA")) {
+      const std::string v = env;
+      if (v == "reference") cap = Isa::Reference;
+      else if (v == "avx2") cap = Isa::Avx2;
+      else if (v == "avx512") cap = Isa::Avx512;
+      else if (v != "avx512vnni" && !v.empty())
+        fail("SAFEDEC_QUANT_ISA='", v, "' is not one of reference, avx2, avx512, avx512vnni.");
+    }
+    for (int i = static_cast<int>(cap); i > 0; --i)
+      if (isa_available(static_cast<Isa>(i))) return static_cast<Isa>(i);
+    return Isa::Reference;
+  }();
+  return best;
+}
+
+void gemv_rows(Isa isa, const QuantGemv& p, int64_t n0, int64_t n1) {
+  SAFEDEC_ASSERT(p.K % kActBlock == 0 && p.K % ggml_block_size(p.type) == 0, "bad K ", p.K, " for ",
+                 ggml_type_name(p.type));
+  SAFEDEC_ASSERT(isa_available(isa), "kernel ", isa_name(isa), " is not available on this CPU");
+  switch (isa) {
+    case Isa::Avx512Vnni:
+      if (gemv_rows_avx512vnni(p, n0, n1)) return;
+      break;
+    case Isa::Avx512:
+      if (gemv_rows_avx512(p, n0, n1)) return;
+      break;
+    case Isa::Avx2:
+      if (gemv_rows_avx2(p, n0, n1)) return;
+      break;
+    case Isa::Reference: break;
+  }
+  const DotFn dot = reference_dot(p.type);
+  SAFEDEC_CHECK(dot, "No quantised kernel for ggml type ", ggml_type_name(p.type), ".");
+  const int64_t nb = p.K / kActBlock;
+  for (int64_t n = n0; n < n1; ++n)
+    for (int64_t m = 0; m < p.M; ++m) p.Y[m * p.ldy + n] = dot(p.W + n * p.row_bytes, p.A + m * nb, nb);
+}
+
+}  // namespace quant
+}  // namespace safedec

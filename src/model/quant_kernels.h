@@ -1,0 +1,72 @@
+// Matrix-vector products straight from ggml block-quantised weights (no fp32 copy of the weights):
+// y[m, n] = sum_k x[m, k] W[n, k] for a few activation rows x (decoding), with W stored row by row
+// in one of the GGUF block formats Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K.
+//
+// Numerics. Each activation row is quantised once per call to int8 blocks of 32 (ActBlock: x ~ d q,
+// d = max|x| / 127, q = round-to-nearest(x / d), plus the integer sums of q over each half), the
+// scheme llama.cpp uses for its integer dot products. A weight block's contribution is then an
+// exact integer dot of its (unsigned, offset) quants with q, scaled in fp32 by the block scales:
+//   Q4_0  d_w (sum u x_q - 8 S) d_x               u = nibble
+//   Q4_1  d_w (sum u x_q) d_x + m_w S d_x
+//   Q5_0  d_w (sum u x_q - 16 S) d_x              u = nibble | high bit << 4
+//   Q8_0  d_w (sum (w + 128) x_q - 128 S) d_x     (the unsigned offset lets u8 x s8 instructions work)
+//   Q4_K  d sc_j (sum u x_q) d_x - dmin m_j S d_x per 32-element sub-block j
+//   Q6_K  d (sc_a (sum_a u x_q - 32 S_a) + sc_b (sum_b u x_q - 32 S_b)) d_x over two 16-groups
+// with S = sum q of the activation block (S_a, S_b its halves). Integer sums are exact, so the only
+// differences between the reference and the SIMD kernels are in the order of the fp32 additions.
+// The error against the fp32 path (dequantised weights times fp32 x) comes from the int8
+// activations: |x - d q| <= d / 2 per element (about 0.4% of the block's largest value).
+//
+// Kernels: a plain C++ reference (the oracle), and AVX2, AVX-512 (AVX-512BW/VL: the AVX2 code with
+// 32 vector registers) and AVX-512-VNNI (vpdpbusd) versions of one SIMD body, picked at run time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "io/gguf.h"
+
+namespace safedec {
+namespace quant {
+
+constexpr int64_t kActBlock = 32;
+
+// One int8-quantised block of 32 activations.
+struct ActBlock {
+  float d;         // x ~ d * q
+  int16_t sum[2];  // sum of q[0..15] and of q[16..31]
+  int8_t q[32];
+};
+
+// Quantises x[0, K) (K a multiple of 32) into K / 32 blocks.
+void quantize_activations(const float* x, int64_t K, ActBlock* out);
+
+// Whether W of this type can be multiplied directly (else the caller dequantises it).
+bool kernel_supported(GgmlType type);
+
+enum class Isa { Reference = 0, Avx2 = 1, Avx512 = 2, Avx512Vnni = 3 };
+const char* isa_name(Isa isa);
+// Best kernel this CPU runs ($SAFEDEC_QUANT_ISA = reference | avx2 | avx512 | avx512vnni caps it).
+Isa best_isa();
+bool isa_available(Isa isa);
+
+// Weight rows [n0, n1) of a row-major block-quantised matrix W (row n at W + n * row_bytes, K
+// elements) against M activation rows A (row m at A + m * (K / 32)): Y[m * ldy + n] = dot.
+struct QuantGemv {
+  GgmlType type;
+  const uint8_t* W;
+  size_t row_bytes;
+  int64_t K;
+  const ActBlock* A;
+  int64_t M;
+  float* Y;
+  int64_t ldy;
+};
+void gemv_rows(Isa isa, const QuantGemv& p, int64_t n0, int64_t n1);
+
+// The SIMD variants (quant_kernels_<isa>.cpp); each returns false for a type it does not handle.
+bool gemv_rows_avx2(const QuantGemv& p, int64_t n0, int64_t n1);
+bool gemv_rows_avx512(const QuantGemv& p, int64_t n0, int64_t n1);
+bool gemv_rows_avx512vnni(const QuantGemv& p, int64_t n0, int64_t n1);
+
+}  // namespace quant
+}  // namespace safedec
