@@ -105,14 +105,19 @@ TEST(Csv, ErrorsNameOriginAndLine) {
 
 TEST(DatasetRegistry, RegistersEveryRequiredDataset) {
   const std::vector<std::string> want = {
-      "advbench", "alpaca_eval_test", "alpaca_eval_train", "autodan", "deepinception",
-      "donotanswer", "gcg", "refusal_sft_seed", "refusal_sft_vicuna", "xstest_safe", "xstest_unsafe"};
+      "advbench", "alpaca_eval_test", "alpaca_eval_train", "autodan", "benign_instructions", "catqa",
+      "deepinception", "donotanswer", "gcg", "harmfulqa", "hh_harmless", "refusal_sft_seed",
+      "refusal_sft_vicuna", "safety_tuned", "xstest_safe", "xstest_unsafe"};
   EXPECT_EQ(registry().names(), want);
   for (const char* n : {"advbench", "gcg", "autodan", "deepinception", "xstest_safe",
                         "xstest_unsafe", "alpaca_eval_test"})
     EXPECT_EQ(registry().get(n).split, DatasetSplit::Eval) << n;
-  for (const char* n : {"donotanswer", "refusal_sft_seed", "refusal_sft_vicuna", "alpaca_eval_train"})
+  for (const char* n : {"donotanswer", "refusal_sft_seed", "refusal_sft_vicuna", "alpaca_eval_train",
+                        "safety_tuned", "harmfulqa", "catqa", "hh_harmless", "benign_instructions"})
     EXPECT_EQ(registry().get(n).split, DatasetSplit::Train) << n;
+  for (const char* n : {"safety_tuned", "harmfulqa", "catqa", "hh_harmless"})
+    EXPECT_TRUE(registry().get(n).harmful) << n;
+  EXPECT_FALSE(registry().get("benign_instructions").harmful);
   EXPECT_TRUE(registry().get("xstest_safe").over_refusal_probe);
   EXPECT_FALSE(registry().get("xstest_safe").harmful);
   EXPECT_TRUE(registry().get("advbench").harmful);
@@ -130,7 +135,8 @@ TEST(DatasetLoad, RealRowCounts) {
       {"advbench", 520}, {"gcg", 150}, {"autodan", 50}, {"deepinception", 50},
       {"xstest_safe", 250}, {"xstest_unsafe", 200}, {"alpaca_eval_test", 603},
       {"alpaca_eval_train", 202}, {"donotanswer", 939}, {"refusal_sft_seed", 36},
-      {"refusal_sft_vicuna", 71}};
+      {"refusal_sft_vicuna", 71}, {"safety_tuned", 2476}, {"harmfulqa", 1921}, {"catqa", 543},
+      {"hh_harmless", 625}, {"benign_instructions", 3000}};
   for (const auto& [name, n] : want) {
     Dataset ds = load(name);
     EXPECT_EQ(ds.examples.size(), n) << name;
@@ -167,6 +173,16 @@ TEST(DatasetLoad, FieldMappingAndKeptExtras) {
   EXPECT_EQ(dna.examples.front().id, "discrimination_exclusion_toxicity_hateful_offensive:0");
   EXPECT_EQ(dna.examples.back().id, "misinformation_harms:154");
   EXPECT_EQ(dna.examples.front().extra.at("intents").front(), '[') << "arrays kept as JSON text";
+
+  Dataset st = load("safety_tuned");  // instruction -> prompt, the written refusal as reference
+  EXPECT_EQ(st.examples.front().id, "stl-0001");
+  ASSERT_TRUE(st.examples.front().reference.has_value());
+  EXPECT_FALSE(st.examples.front().reference->empty());
+  Dataset hh = load("hh_harmless");  // both replies kept
+  EXPECT_FALSE(hh.examples.front().extra.at("chosen").empty());
+  EXPECT_FALSE(hh.examples.front().extra.at("rejected").empty());
+  EXPECT_EQ(load("harmfulqa").examples.front().extra.count("topic"), 1u);
+  EXPECT_EQ(load("catqa").examples.front().extra.count("category"), 1u);
 
   Dataset xs = load("xstest_safe");
   for (const auto& e : xs.examples) ASSERT_EQ(e.extra.count("type"), 1u);

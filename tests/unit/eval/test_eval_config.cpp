@@ -115,6 +115,10 @@ TEST(EvalConfig, UnknownKeysNamesAndTrainSetsAreRefused) {
   m = error_of([] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [donotanswer]\n"); });
   EXPECT_NE(m.find("donotanswer"), std::string::npos) << m;
   EXPECT_NE(m.find("train"), std::string::npos) << "evaluating on a training pool is refused: " << m;
+  for (const std::string pool : {"safety_tuned", "harmfulqa", "catqa", "hh_harmless", "benign_instructions"}) {
+    m = error_of([&] { parse("models: [smollm2-135m-instruct]\nmethods: [plain]\ndatasets: [" + pool + "]\n"); });
+    EXPECT_NE(m.find("test.yaml:3:12: refusing to evaluate on dataset '" + pool + "'"), std::string::npos) << m;
+  }
 
   m = error_of([&] { parse(base + "judge: gpt4\n"); });
   EXPECT_NE(m.find("unknown judge 'gpt4'"), std::string::npos) << m;

@@ -1,0 +1,570 @@
+// The training-data builders on a tiny random model with the tiny Llama-3 tokenizer from the golden
+// files: rows, ids and fields of every builder, resume after a simulated kill (torn last line
+// included) writes the same bytes as an uninterrupted build, the honest-split rule, config errors
+// with FILE:LINE:COLUMN, the empty-ACD-subset error, and that no prompt or response reaches the log.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/paths.h"
+#include "support/error_of.h"
+#include "tokenizer/chat_template.h"
+#include "eval/run_dir.h"
+#include "train/data_builders.h"
+#include "train/data_config.h"
+
+using namespace safedec;
+using safedec::testing_support::error_of;
+using safedec::testing_support::kNoError;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+const DatasetRegistry& registry() {
+  static DatasetRegistry reg = DatasetRegistry::builtin();
+  return reg;
+}
+
+// A random-weight Llama model over the tiny Llama-3 tokenizer (414 tokens, llama3 template).
+ModelBundle tiny_bundle() {
+  static std::shared_ptr<Tokenizer> tok = [] {
+    const std::string path = std::string(SAFEDEC_SOURCE_DIR) + "/tests/oracle/golden/tokenizer_tiny_llama3/tokenizer.json";
+    SAFEDEC_CHECK(file_exists(path), "test fixture missing: ", path);
+    return std::shared_ptr<Tokenizer>(load_tokenizer(path));
+  }();
+  static std::shared_ptr<CausalLM> model = [] {
+    ModelConfig c;
+    c.architecture = "llama";
+    c.n_layers = 2;
+    c.hidden_size = 32;
+    c.intermediate_size = 64;
+    c.n_heads = 4;
+    c.n_kv_heads = 2;
+    c.head_dim = 8;
+    c.vocab_size = tok->vocab_size();
+    c.context_length = 512;
+    c.rope_theta = 10000;
+    return CausalLM::random(c, /*seed=*/3, /*std=*/0.5);
+  }();
+  ModelBundle b;
+  b.entry.name = "tiny-random";
+  b.entry.chat_template = "llama3";
+  b.tokenizer = tok;
+  b.model = model;
+  b.chat = std::make_shared<ChatTemplate>(*tok, "llama3");
+  return b;
+}
+
+// Judges for tests (registered once): one never refuses, one refuses by the parity of the bytes.
+void register_test_judges() {
+  static bool done = [] {
+    struct Never : Judge {
+      std::string name() const override { return "test_never"; }
+      Verdict judge(const std::string&, const std::string&) const override { return {false, "never", ""}; }
+    };
+    struct Parity : Judge {
+      std::string name() const override { return "test_parity"; }
+      Verdict judge(const std::string&, const std::string& r) const override {
+        unsigned sum = 0;
+        for (unsigned char c : r) sum += c;
+        return {sum % 2 == 1, sum % 2 == 1 ? "odd" : "even", ""};
+      }
+    };
+    JudgeRegistry::global().register_judge("test_never", [](const JudgeOptions&) { return std::make_unique<Never>(); });
+    JudgeRegistry::global().register_judge("test_parity",
+                                           [](const JudgeOptions&) { return std::make_unique<Parity>(); });
+    return true;
+  }();
+  (void)done;
+}
+
+// A fresh directory under the build tree, removed at the end of the test.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    std::string tmpl = std::string(SAFEDEC_BUILD_DIR) + "/data_builders_test_XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    SAFEDEC_CHECK(::mkdtemp(buf.data()) != nullptr, "mkdtemp failed");
+    path = buf.data();
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return path + "/" + name; }
+};
+
+DataBuildConfig parse(const std::string& text) {
+  register_test_judges();
+  DataConfigChecks checks;
+  checks.resolve_model = false;  // the tiny model is not registered
+  return parse_data_build_config(text, "test.yaml", registry(), checks);
+}
+
+std::string parse_error(const std::string& text, bool resolve_model = false) {
+  register_test_judges();
+  return error_of([&] {
+    DataConfigChecks checks;
+    checks.resolve_model = resolve_model;
+    parse_data_build_config(text, "test.yaml", registry(), checks);
+  });
+}
+
+DataBuildOptions tiny_options(const std::string& out, std::ostream* log) {
+  DataBuildOptions o;
+  o.out_dir = out;
+  o.log = log;
+  o.load_model = [](const std::string&, const std::string&) { return tiny_bundle(); };
+  return o;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<json> read_rows(const std::string& path) {
+  std::vector<json> rows;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) rows.push_back(json::parse(line));
+  return rows;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return json::parse(in);
+}
+
+const char* kSelf = R"(name: self_test
+builder: self_responses
+model: tiny-random
+system: none
+generation: {max_new_tokens: 5, batch_size: 2, temperature: 0.0, seed: 3}
+self_responses:
+  sources:
+    - {dataset: harmfulqa, limit: 3, seed: 1}
+    - {dataset: benign_instructions, limit: 2, seed: 1}
+)";
+
+}  // namespace
+
+TEST(DataSelfResponses, RowsCarryIdsSourcesPromptsAndVerdicts) {
+  TempDir dir;
+  std::ostringstream log;
+  const DataBuildConfig config = parse(kSelf);
+  const DataBuildSummary s = run_data_build(config, tiny_options(dir.path, &log));
+  const auto rows = read_rows(dir / "data.jsonl");
+  ASSERT_EQ(rows.size(), 5u);
+  EXPECT_EQ(s.rows, 5u);
+  EXPECT_EQ(s.generated, 5u);
+
+  // Rows follow the sources in order, each the seeded sample load_dataset gives.
+  std::vector<std::pair<std::string, Example>> want;
+  for (const auto& [name, limit] : std::vector<std::pair<std::string, size_t>>{{"harmfulqa", 3}, {"benign_instructions", 2}}) {
+    DatasetLoadOptions lo;
+    lo.limit = limit;
+    lo.seed = 1;
+    for (const auto& ex : load_dataset(registry().get(name), lo).examples) want.emplace_back(name, ex);
+  }
+  const auto keyword = make_judge("keyword");
+  std::set<std::string> ids;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const json& r = rows[i];
+    const auto& [dataset, ex] = want[i];
+    EXPECT_EQ(r.at("id"), dataset + "/" + ex.id);
+    EXPECT_EQ(r.at("dataset"), dataset);
+    EXPECT_EQ(r.at("source_id"), ex.id);
+    EXPECT_EQ(r.at("prompt"), ex.prompt);
+    EXPECT_EQ(r.at("harmful"), dataset == "harmfulqa");
+    EXPECT_EQ(r.at("stage"), "self");
+    EXPECT_EQ(r.at("system_mode"), "none");
+    EXPECT_EQ(r.at("system"), "");
+    EXPECT_LE(r.at("new_tokens").get<int64_t>(), 5);
+    EXPECT_TRUE(r.at("finish_reason") == "eos" || r.at("finish_reason") == "length") << r.at("finish_reason");
+    const Verdict v = keyword->judge(ex.prompt, r.at("response").get<std::string>());
+    EXPECT_EQ(r.at("refused").get<bool>(), v.refused);
+    EXPECT_EQ(r.at("judge_reason"), v.reason);
+    ids.insert(r.at("id").get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), rows.size());
+
+  const json m = read_json(dir / "manifest.json");
+  EXPECT_EQ(m.at("builder"), "self_responses");
+  EXPECT_EQ(m.at("status"), "complete");
+  EXPECT_EQ(m.at("counts").at("rows"), 5);
+  EXPECT_EQ(m.at("counts").at("datasets").at("harmfulqa").at("rows"), 3);
+  EXPECT_EQ(m.at("counts").at("refused").get<int64_t>() + m.at("counts").at("complied").get<int64_t>(), 5);
+  EXPECT_EQ(m.at("seeds").at("sample:harmfulqa"), 1);
+  EXPECT_EQ(m.at("datasets").size(), 2u);
+  for (const auto& d : m.at("datasets")) EXPECT_EQ(d.at("sha256").get<std::string>().size(), 64u);
+  EXPECT_TRUE(m.contains("git_commit"));
+  EXPECT_NE(m.at("config").get<std::string>().find("builder: self_responses"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir / "config.resolved.yaml"));
+}
+
+TEST(DataSelfResponses, KilledAndResumedBuildWritesTheSameFile) {
+  // Sampled, so the per-batch seeds must also survive the resume.
+  std::string text = kSelf;
+  text.replace(text.find("temperature: 0.0"), 16, "temperature: 0.9");
+  const DataBuildConfig config = parse(text);
+  std::ostringstream log;
+  TempDir whole, killed;
+  run_data_build(config, tiny_options(whole.path, &log));
+
+  // Kill after the second batch (4 of 5 rows), then tear the last line as a crash inside write(2) would.
+  DataBuildOptions o = tiny_options(killed.path, &log);
+  o.after_batch = [](size_t rows) {
+    if (rows >= 4) throw std::runtime_error("simulated kill");
+  };
+  EXPECT_THROW(run_data_build(config, o), std::runtime_error);
+  const std::string partial = read_file(killed / "data.jsonl");
+  ASSERT_EQ(std::count(partial.begin(), partial.end(), '\n'), 4);
+  fs::resize_file(killed / "data.jsonl", partial.size() - 20);  // row 4 loses its end (and newline)
+
+  // Without --resume the directory is refused; with it the build finishes.
+  EXPECT_NE(error_of([&] { run_data_build(config, tiny_options(killed.path, &log)); }).find("resume"),
+            std::string::npos);
+  DataBuildOptions r = tiny_options(killed.path, &log);
+  r.resume = true;
+  const DataBuildSummary s = run_data_build(config, r);
+  EXPECT_TRUE(s.resumed);
+  EXPECT_EQ(s.generated, 2u) << "rows 4 (torn) and 5 are generated again, rows 1-3 are kept";
+  EXPECT_EQ(read_file(killed / "data.jsonl"), read_file(whole / "data.jsonl"));
+  std::set<std::string> ids;
+  for (const auto& row : read_rows(killed / "data.jsonl"))
+    EXPECT_TRUE(ids.insert(row.at("id").get<std::string>()).second) << row.at("id");
+  EXPECT_EQ(ids.size(), 5u);
+  EXPECT_NE(log.str().find("torn last line"), std::string::npos) << "the repair is reported";
+
+  // A finished build resumed again generates nothing and keeps the file.
+  const DataBuildSummary again = run_data_build(config, r);
+  EXPECT_EQ(again.generated, 0u);
+  EXPECT_EQ(read_file(killed / "data.jsonl"), read_file(whole / "data.jsonl"));
+}
+
+TEST(DataSelfResponses, AnotherConfigInTheSameDirectoryIsRefusedUnlessForced) {
+  TempDir dir;
+  std::ostringstream log;
+  run_data_build(parse(kSelf), tiny_options(dir.path, &log));
+  std::string other = kSelf;
+  other.replace(other.find("max_new_tokens: 5"), 17, "max_new_tokens: 3");
+  DataBuildOptions o = tiny_options(dir.path, &log);
+  o.resume = true;
+  const std::string msg = error_of([&] { run_data_build(parse(other), o); });
+  EXPECT_NE(msg.find("different resolved config"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("max_new_tokens"), std::string::npos) << "names the first differing line: " << msg;
+  EXPECT_EQ(read_rows(dir / "data.jsonl").size(), 5u) << "the old build is untouched";
+  o.resume = false;
+  o.force = true;
+  run_data_build(parse(other), o);
+  for (const auto& row : read_rows(dir / "data.jsonl")) EXPECT_LE(row.at("new_tokens").get<int64_t>(), 3);
+}
+
+TEST(DataSelfResponses, NoPromptOrResponseReachesTheLog) {
+  TempDir dir;
+  std::ostringstream log;
+  std::ostringstream cerr_capture;
+  auto* old = std::cerr.rdbuf(cerr_capture.rdbuf());
+  try {
+    run_data_build(parse(kSelf), tiny_options(dir.path, &log));
+  } catch (...) {
+    std::cerr.rdbuf(old);
+    throw;
+  }
+  std::cerr.rdbuf(old);
+  const std::string all = log.str() + cerr_capture.str();
+  EXPECT_NE(log.str().find("self_test"), std::string::npos) << "the log has progress: " << log.str();
+  for (const auto& row : read_rows(dir / "data.jsonl")) {
+    EXPECT_EQ(all.find(row.at("prompt").get<std::string>()), std::string::npos) << "a prompt reached the log";
+    const std::string response = row.at("response");
+    if (response.size() >= 8) EXPECT_EQ(all.find(response), std::string::npos) << "a response reached the log";
+  }
+}
+
+TEST(DataConfig, EvaluationSetsAreRefusedAsSources) {
+  const std::string msg = parse_error(R"(name: x
+builder: self_responses
+self_responses:
+  sources:
+    - {dataset: harmfulqa, limit: 2}
+    - {dataset: advbench, limit: 2}
+)");
+  EXPECT_NE(msg.find("test.yaml:6:7: refusing to train on dataset 'advbench'"), std::string::npos) << msg;
+  const std::string anchors = parse_error(R"(name: x
+builder: deep_alignment
+deep_alignment:
+  refusals: [safety_tuned]
+  anchors: [alpaca_eval_test]
+)");
+  EXPECT_NE(anchors.find("refusing to train on dataset 'alpaca_eval_test'"), std::string::npos) << anchors;
+
+  // A config assembled in code cannot bypass the rule either.
+  DataBuildConfig c = parse(kSelf);
+  c.self_responses.sources[0].dataset = "xstest_unsafe";
+  std::ostringstream log;
+  TempDir dir;
+  const std::string run_msg = error_of([&] { run_data_build(c, tiny_options(dir.path, &log)); });
+  EXPECT_NE(run_msg.find("refusing to train on dataset 'xstest_unsafe'"), std::string::npos) << run_msg;
+  EXPECT_FALSE(fs::exists(dir / "config.resolved.yaml")) << "nothing written";
+}
+
+TEST(DataConfig, BadConfigsNameTheirPosition) {
+  const std::string good = "name: x\nbuilder: self_responses\nself_responses:\n  sources: [harmfulqa]\n";
+  EXPECT_NO_THROW(parse(good));
+  struct Case {
+    std::string text, want;
+  };
+  const std::vector<Case> cases = {
+      {"name: x\nbuilder: [self_responses\n", "test.yaml:3:1: malformed YAML"},
+      {good + "sourcez: 1\n", "test.yaml:5:1: unknown key `sourcez` in the data-build config"},
+      {good + "generation: {max_new_token: 4}\n", "test.yaml:5:14: unknown key `max_new_token` in `generation`"},
+      {good + "generation: {batch_size: many}\n", "`generation` key `batch_size` has a value of the wrong type"},
+      {good + "generation: {max_new_tokens: 0}\n", "test.yaml:5:13: generation.max_new_tokens must be >= 1"},
+      {"name: x\nbuilder: selfish\n", "test.yaml:2:10: unknown builder 'selfish'; known builders: acd_anchors, "
+                                      "deep_alignment, self_responses"},
+      {"name: x\nbuilder: self_responses\nself_responses:\n  sources: [harmfull]\n",
+       "test.yaml:4:13: unknown dataset 'harmfull'; known datasets: advbench"},
+      {"name: x\nbuilder: self_responses\nself_responses:\n  sources: [{dataset: catqa, limit: -2}]\n",
+       "test.yaml:4:37: a `self_responses.sources` entry key `limit` must be >= 0"},
+      {"name: x\nbuilder: self_responses\nself_responses:\n  sources: [catqa, catqa]\n", "listed twice"},
+      {"name: x\nbuilder: self_responses\n", "needs its settings under `self_responses:`"},
+      {good + "acd_anchors: {harmful: [catqa]}\n", "test.yaml:5:14: `acd_anchors` settings belong to the builder "
+                                                   "acd_anchors"},
+      {good + "system: polite\n", "test.yaml:5:9: `system` must be none, default or {text: \"...\"}"},
+      {good + "judge: oracle\n", "test.yaml:5:8: unknown judge 'oracle'; known judges: keyword"},
+      {"name: a/b\nbuilder: self_responses\nself_responses:\n  sources: [catqa]\n", "test.yaml:1:7: `name` 'a/b'"},
+      {"name: x\nbuilder: acd_anchors\nacd_anchors:\n  harmful: [benign_instructions]\n  benign: [catqa]\n",
+       "test.yaml:4:13: `acd_anchors.harmful` needs harmful instructions, but dataset 'benign_instructions'"},
+      {"name: x\nbuilder: deep_alignment\ndeep_alignment:\n  refusals: [harmfulqa]\n",
+       "needs a dataset whose `fields.reference` holds a refusal"},
+      {"name: x\nbuilder: deep_alignment\ndeep_alignment:\n  pairs: [safety_tuned]\n",
+       "needs a dataset that keeps `chosen` and `rejected`"},
+      {"name: x\nbuilder: deep_alignment\ndeep_alignment:\n  refusals: [safety_tuned]\n  harmful_answers: mine\n",
+       "test.yaml:5:20: `deep_alignment.harmful_answers` must be `self` or {from: DIR}"},
+  };
+  for (const auto& c : cases) {
+    const std::string msg = parse_error(c.text);
+    EXPECT_NE(msg.find(c.want), std::string::npos) << "config:\n" << c.text << "\nmessage: " << msg;
+  }
+  const std::string model = parse_error(good + "model: smollm3-9b\n", /*resolve_model=*/true);
+  EXPECT_NE(model.find("test.yaml:5:8: unknown model 'smollm3-9b'"), std::string::npos) << model;
+  EXPECT_NE(model.find("smollm2-135m-instruct"), std::string::npos) << "lists the registered models: " << model;
+}
+
+TEST(DataConfig, ResolvedConfigFillsEveryDefault) {
+  const DataBuildConfig c = parse("name: acd\nbuilder: acd_anchors\nacd_anchors:\n  harmful: [catqa]\n  benign: "
+                                  "[benign_instructions]\n");
+  const std::string text = canonical_yaml(c.resolved());
+  for (const char* key : {"safe_prompt: You are a helpful, respectful", "opposite_prompt: You are a helpless",
+                          "null_system: none", "max_new_tokens: 64", "keywords: data/refusal_keywords.txt"})
+    EXPECT_NE(text.find(key), std::string::npos) << key << " missing from\n" << text;
+  DataBuildConfig capped = c;
+  capped.cap_sources(7);
+  EXPECT_EQ(capped.acd_anchors.harmful[0].limit, 7u);
+  EXPECT_NE(canonical_yaml(capped.resolved()), text) << "--limit is part of the resolved config";
+}
+
+TEST(DataDeepAlignment, TripletsAndAnchorsWithCounts) {
+  TempDir dir;
+  std::ostringstream log;
+  const DataBuildConfig config = parse(R"(name: deep_test
+builder: deep_alignment
+generation: {max_new_tokens: 6, batch_size: 4}
+deep_alignment:
+  refusals: [{dataset: safety_tuned, limit: 12, seed: 2}]
+  pairs: [{dataset: hh_harmless, limit: 60, seed: 2}]
+  anchors: [{dataset: benign_instructions, limit: 3}, {dataset: alpaca_eval_train, limit: 2}]
+)");
+  const DataBuildSummary s = run_data_build(config, tiny_options(dir.path, &log));
+  const auto rows = read_rows(dir / "data.jsonl");
+  const auto answers = read_rows(dir / "responses.jsonl");
+  std::map<std::string, json> answer_by_id;
+  for (const auto& a : answers) answer_by_id[a.at("id").get<std::string>()] = a;
+  const auto judge = make_judge("keyword");
+
+  DatasetLoadOptions lo;
+  lo.limit = 12;
+  lo.seed = 2;
+  const Dataset st = load_dataset(registry().get("safety_tuned"), lo);
+  size_t st_refusals = 0;
+  for (const auto& ex : st.examples) st_refusals += judge->judge(ex.prompt, *ex.reference).refused;
+  EXPECT_EQ(answers.size(), st_refusals + 5) << "one answer per kept safety_tuned row and per anchor";
+
+  size_t safety = 0, anchors = 0, from_model = 0, from_pairs = 0;
+  std::set<std::string> ids;
+  for (const auto& r : rows) {
+    EXPECT_TRUE(ids.insert(r.at("id").get<std::string>()).second) << r.at("id");
+    if (r.at("kind") == "safety") {
+      ++safety;
+      for (const char* k : {"instruction", "harmful_answer", "refusal", "dataset", "source_id"})
+        EXPECT_TRUE(r.at(k).is_string()) << k;
+      EXPECT_TRUE(judge->judge(r.at("instruction"), r.at("refusal")).refused) << r.at("id");
+      EXPECT_FALSE(judge->judge(r.at("instruction"), r.at("harmful_answer")).refused) << r.at("id");
+      if (r.at("harmful_answer_source") == "model") {
+        ++from_model;
+        EXPECT_EQ(r.at("dataset"), "safety_tuned");
+        const json& a = answer_by_id.at("harmful/safety_tuned/" + r.at("source_id").get<std::string>());
+        EXPECT_EQ(r.at("harmful_answer"), a.at("response"));
+        EXPECT_FALSE(a.at("refused").get<bool>());
+      } else {
+        ++from_pairs;
+        EXPECT_EQ(r.at("harmful_answer_source"), "rejected");
+        EXPECT_EQ(r.at("refusal_source"), "chosen");
+      }
+    } else {
+      ASSERT_EQ(r.at("kind"), "anchor");
+      ++anchors;
+      const json& a = answer_by_id.at(r.at("id").get<std::string>());  // anchor/<dataset>/<id> is also the answer's id
+      EXPECT_EQ(r.at("response"), a.at("response"));
+      EXPECT_EQ(r.at("instruction"), a.at("prompt"));
+      EXPECT_FALSE(a.at("refused").get<bool>());
+    }
+  }
+  EXPECT_GT(from_pairs, 0u) << "hh_harmless pairs give triplets without any generation";
+  const json& c = s.counts;
+  EXPECT_EQ(c.at("safety_rows"), safety);
+  EXPECT_EQ(c.at("anchor_rows"), anchors);
+  EXPECT_EQ(c.at("rows"), rows.size());
+  const json& stc = c.at("safety").at("safety_tuned");
+  EXPECT_EQ(stc.at("rows"), 12);
+  EXPECT_EQ(stc.at("dropped_reference_not_refusal").get<size_t>(), 12 - st_refusals);
+  EXPECT_EQ(stc.at("kept").get<size_t>() + stc.at("dropped_model_refused").get<size_t>(), st_refusals);
+  EXPECT_EQ(stc.at("kept").get<size_t>(), from_model);
+  const json& hh = c.at("safety").at("hh_harmless");
+  EXPECT_EQ(hh.at("rows"), 60);
+  EXPECT_EQ(hh.at("kept").get<size_t>() + hh.at("dropped_rejected_is_refusal").get<size_t>() +
+                hh.at("dropped_chosen_not_refusal").get<size_t>(),
+            60u);
+  EXPECT_EQ(hh.at("kept").get<size_t>(), from_pairs);
+  EXPECT_EQ(c.at("anchors").at("benign_instructions").at("rows"), 3);
+  EXPECT_EQ(read_json(dir / "manifest.json").at("counts"), c);
+}
+
+TEST(DataDeepAlignment, HarmfulAnswersFromAPreviousSelfResponsesBuild) {
+  TempDir prev, dir;
+  std::ostringstream log;
+  run_data_build(parse(R"(name: prev
+builder: self_responses
+generation: {max_new_tokens: 6, batch_size: 4}
+self_responses:
+  sources: [{dataset: safety_tuned, limit: 10, seed: 4}]
+)"),
+                 tiny_options(prev.path, &log));
+  const std::string cfg = "name: deep_from\nbuilder: deep_alignment\ngeneration: {max_new_tokens: 6, batch_size: 4}\n"
+                          "deep_alignment:\n  refusals: [{dataset: safety_tuned, limit: 10, seed: 4}]\n"
+                          "  harmful_answers: {from: " + prev.path + "}\n";
+  const DataBuildSummary s = run_data_build(parse(cfg), tiny_options(dir.path, &log));
+  EXPECT_EQ(s.generated, 0u) << "nothing to answer: the harmful answers come from the previous build";
+  std::map<std::string, json> previous;
+  for (const auto& r : read_rows(prev / "data.jsonl")) previous[r.at("source_id").get<std::string>()] = r;
+  for (const auto& r : read_rows(dir / "data.jsonl")) {
+    const json& p = previous.at(r.at("source_id").get<std::string>());
+    EXPECT_EQ(r.at("harmful_answer"), p.at("response"));
+    EXPECT_FALSE(p.at("refused").get<bool>());
+  }
+  const json m = read_json(dir / "manifest.json");
+  bool hashed = false;
+  for (const auto& d : m.at("datasets")) hashed = hashed || d.at("path") == fs::absolute(prev / "data.jsonl").string();
+  EXPECT_TRUE(hashed) << "the previous build's data.jsonl is recorded with its sha256";
+
+  // A bad line in the previous build's file is named.
+  {
+    std::string text = read_file(prev / "data.jsonl");
+    const size_t second = text.find('\n') + 1;
+    text.insert(second, "{\"id\": oops\n");
+    std::ofstream(prev / "data.jsonl", std::ios::binary) << text;
+  }
+  TempDir dir2;
+  const std::string msg = error_of([&] { run_data_build(parse(cfg), tiny_options(dir2.path, &log)); });
+  EXPECT_NE(msg.find("data.jsonl line 2 is not valid JSON"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir2 / "config.resolved.yaml")) << "nothing written";
+}
+
+TEST(DataAcdAnchors, ThreeSystemPromptsSplitIntoTheSubsets) {
+  TempDir dir;
+  std::ostringstream log;
+  const DataBuildConfig config = parse(R"(name: acd_test
+builder: acd_anchors
+judge: test_parity
+generation: {max_new_tokens: 5, batch_size: 4}
+acd_anchors:
+  harmful: [{dataset: catqa, limit: 2}, {dataset: harmfulqa, limit: 2}]
+  benign: [{dataset: benign_instructions, limit: 3}]
+  safe_prompt: Be safe.
+  null_system: default
+)");
+  const DataBuildSummary s = run_data_build(config, tiny_options(dir.path, &log));
+  const auto answers = read_rows(dir / "responses.jsonl");
+  ASSERT_EQ(answers.size(), 3u * 7u);
+  std::map<std::string, json> by_id;
+  std::map<std::string, size_t> per_kind;
+  for (const auto& a : answers) {
+    by_id[a.at("id").get<std::string>()] = a;
+    per_kind[a.at("stage").get<std::string>()]++;
+    if (a.at("stage") == "safe") EXPECT_EQ(a.at("system"), "Be safe.");
+    if (a.at("stage") == "opposite") EXPECT_EQ(a.at("system").get<std::string>().rfind("You are a helpless", 0), 0u);
+    if (a.at("stage") == "null") EXPECT_EQ(a.at("system_mode"), "default");
+  }
+  EXPECT_EQ(per_kind, (std::map<std::string, size_t>{{"null", 7}, {"opposite", 7}, {"safe", 7}}));
+  size_t hr = 0, ha = 0, ds = 0;
+  for (const auto& r : read_rows(dir / "data.jsonl")) {
+    const json& a = by_id.at(r.at("id").get<std::string>());
+    const bool refused = a.at("refused").get<bool>();
+    EXPECT_EQ(r.at("response"), a.at("response"));
+    EXPECT_EQ(r.at("instruction"), a.at("prompt"));
+    EXPECT_EQ(r.at("system_kind"), a.at("stage"));
+    if (a.at("harmful").get<bool>()) {
+      EXPECT_EQ(r.at("subset"), refused ? "D_HR" : "D_HA");
+    } else {
+      EXPECT_FALSE(refused) << "benign refusals are dropped";
+      EXPECT_EQ(r.at("subset"), "D_S");
+    }
+    hr += r.at("subset") == "D_HR";
+    ha += r.at("subset") == "D_HA";
+    ds += r.at("subset") == "D_S";
+  }
+  EXPECT_GT(hr, 0u);
+  EXPECT_GT(ha, 0u);
+  EXPECT_GT(ds, 0u);
+  EXPECT_EQ(s.counts.at("D_HR"), hr);
+  EXPECT_EQ(s.counts.at("D_HA"), ha);
+  EXPECT_EQ(s.counts.at("D_S"), ds);
+  EXPECT_EQ(hr + ha, 3u * 4u);
+  EXPECT_EQ(ds + s.counts.at("dropped_benign_refusals").get<size_t>(), 3u * 3u);
+  EXPECT_EQ(read_json(dir / "manifest.json").at("status"), "complete");
+}
+
+TEST(DataAcdAnchors, AnEmptySubsetIsAnErrorThatSaysWhichAndWhy) {
+  TempDir dir;
+  std::ostringstream log;
+  const DataBuildConfig config = parse(R"(name: acd_empty
+builder: acd_anchors
+judge: test_never
+generation: {max_new_tokens: 3, batch_size: 4}
+acd_anchors:
+  harmful: [{dataset: catqa, limit: 2}]
+  benign: [{dataset: benign_instructions, limit: 2}]
+)");
+  const std::string msg = error_of([&] { run_data_build(config, tiny_options(dir.path, &log)); });
+  EXPECT_NE(msg.find("the subset D_HR (harmful instruction + refusing response) is empty"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("none of the 6 answers to the 2 harmful instructions"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir / "data.jsonl")) << "no half-made data";
+  EXPECT_EQ(read_rows(dir / "responses.jsonl").size(), 12u) << "the answers are kept";
+  const json m = read_json(dir / "manifest.json");
+  EXPECT_EQ(m.at("status"), "failed");
+  EXPECT_NE(m.at("error").get<std::string>().find("D_HR"), std::string::npos);
+}
