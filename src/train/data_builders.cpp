@@ -19,6 +19,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "core/error.h"
@@ -569,23 +570,31 @@ DataBuildSummary run_data_build(DataBuildConfig config, const DataBuildOptions& 
   }
   const auto judge = make_judge(config.judge, config.judge_options);
 
-  log << "[data] " << config.name << ": builder " << config.builder << ", model " << config.model << "\n";
-  ModelBundle bundle = options.load_model ? options.load_model(config.model, config.chat_template)
-                                          : load_model_bundle(config.model, LoadOptions{}, config.chat_template);
-
-  // The output directory: refuses another config unless force.
+  // The output directory refuses another config unless force. A directory that already holds a
+  // build is checked before the model loads (a refusal costs nothing); a new one is created only
+  // after the model loaded, so a model that fails to load leaves nothing behind.
   const std::string out = options.out_dir.empty() ? default_data_dir(config.name) : options.out_dir;
   const std::string data_path = out + "/data.jsonl";
   const std::string responses_path = out + "/responses.jsonl";
-  if (options.force) {
-    std::error_code ec;
-    fs::remove(data_path, ec);
-    fs::remove(responses_path, ec);
-  }
-  RunDirOptions ro;
-  ro.resume = options.resume;
-  ro.force = options.force;
-  RunDirectory run = RunDirectory::open(out, config.resolved(), ro);
+  auto open_out = [&] {
+    if (options.force) {
+      std::error_code ec;
+      fs::remove(data_path, ec);
+      fs::remove(responses_path, ec);
+    }
+    RunDirOptions ro;
+    ro.resume = options.resume;
+    ro.force = options.force;
+    return RunDirectory::open(out, config.resolved(), ro);
+  };
+  std::optional<RunDirectory> opened;
+  if (file_exists(out + "/config.resolved.yaml")) opened = open_out();
+
+  log << "[data] " << config.name << ": builder " << config.builder << ", model " << config.model << "\n";
+  ModelBundle bundle = options.load_model ? options.load_model(config.model, config.chat_template)
+                                          : load_model_bundle(config.model, LoadOptions{}, config.chat_template);
+  if (!opened) opened = open_out();
+  const RunDirectory& run = *opened;
   if (run.resumed() && config.builder != "self_responses" && file_exists(data_path)) {
     // data.jsonl is derived in full at the end; the answers are the resumable state.
     std::error_code ec;
