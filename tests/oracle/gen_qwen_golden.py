@@ -12,9 +12,9 @@ implementations: Hugging Face `tokenizers`/`transformers` and the `gguf` package
                           normaliser of the real Qwen2 tokenizer.json.
   nfc_cases.json          Python unicodedata's NFC of every code point it changes and of 1500
                           random strings of marks, bases and Hangul (for src/tokenizer/nfc.cpp).
-  dequant_qwen.json       for every tensor of both files: its type, shape and the SHA-256 of its
-                          whole fp32 dequantisation by gguf.quants.dequantize (little-endian
-                          float32 bytes), plus value slices of the first, a middle and the last
+  dequant_qwen.json       for every tensor of both files: its type, shape and a position-weighted
+                          checksum (see checksum()) of its whole fp32 dequantisation by
+                          gguf.quants.dequantize, plus value slices of the first, a middle and the last
                           tensor of each type (row starts and a mid-row block run) for diagnosis.
   model_qwen05.json / model_qwen05_logits.bin, model_qwen15.json / model_qwen15_logits.bin
                           transformers (fp32, CPU) on the GGUF: for 5 chat prompts the last-
@@ -26,7 +26,6 @@ implementations: Hugging Face `tokenizers`/`transformers` and the `gguf` package
 Run (one model at a time: the 1.5B needs ~10 GB of RAM in fp32):
   HF_HUB_OFFLINE=1 .venv/bin/python tests/oracle/gen_qwen_golden.py tokenizer nfc dequant qwen05 qwen15
 """
-import hashlib
 import json
 import os
 import sys
@@ -167,6 +166,30 @@ def nfc_cases():
     write_json("nfc_cases.json", {"unicode": unicodedata.unidata_version, "changed": changed, "strings": strings})
 
 
+# Position-weighted checksum of fp32 bit patterns: sum_i bits(x_i) * K[i % 1024] mod 2^64, with
+# odd 64-bit K from a fixed LCG. Any single changed element changes it (K odd); the C++ test
+# computes the same in a few seconds where SHA-256 of 6 GB took a minute.
+def checksum_weights():
+    k, x = [], 0x243F6A8885A308D3
+    for _ in range(1024):
+        x = (x * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        k.append(x | 1)
+    return np.array(k, dtype=np.uint64)
+
+
+def checksum(vals):
+    u = np.ascontiguousarray(vals, dtype="<f4").ravel().view(np.uint32)
+    k = checksum_weights()
+    total = np.uint64(0)
+    chunk = 1 << 22  # a multiple of 1024
+    with np.errstate(over="ignore"):
+        for i in range(0, u.size, chunk):
+            part = u[i:i + chunk].astype(np.uint64)
+            kk = np.resize(k, part.size)
+            total = np.uint64(total + np.sum(part * kk, dtype=np.uint64))
+    return f"{int(total):016x}"
+
+
 def floats(a):
     return [float(x) for x in np.asarray(a, dtype=np.float32).ravel()]
 
@@ -197,7 +220,7 @@ def dequant():
                 vals = dequantize(np.ascontiguousarray(t.data.reshape(n_rows, -1)), t.tensor_type)
                 vals = np.asarray(vals, dtype=np.float32).reshape(n_rows, row)
             rec = {"name": t.name, "type": t.tensor_type.name, "ne": ne,
-                   "sha256": hashlib.sha256(np.ascontiguousarray(vals, dtype="<f4").tobytes()).hexdigest()}
+                   "checksum": checksum(vals)}
             if t.name in picks:
                 block, _ = gguf.GGML_QUANT_SIZES[t.tensor_type]
                 slices = []
