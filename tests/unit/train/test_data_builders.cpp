@@ -568,3 +568,25 @@ acd_anchors:
   EXPECT_EQ(m.at("status"), "failed");
   EXPECT_NE(m.at("error").get<std::string>().find("D_HR"), std::string::npos);
 }
+
+TEST(DataConfig, ADataFileWithABadLineIsNamedAndNothingIsWritten) {
+  TempDir root;
+  fs::create_directories(root / "specs");
+  fs::create_directories(root / "pool");
+  std::ofstream(root / "specs/mini_pool.yaml") << "name: mini_pool\npath: pool/rows.jsonl\nformat: jsonl\n"
+                                                  "fields: {id: id, prompt: q}\nsplit: train\nharmful: true\n";
+  std::ofstream(root / "pool/rows.jsonl") << "{\"id\": \"a\", \"q\": \"first\"}\n{\"id\": \"b\", \"q\": \"second\"}\n"
+                                             "{\"id\": \"c\", \"q\": \n";
+  const DatasetRegistry mini = DatasetRegistry::from_directory(root / "specs");
+  DataConfigChecks checks;
+  checks.resolve_model = false;
+  const DataBuildConfig config = parse_data_build_config(
+      "name: mini\nbuilder: self_responses\nself_responses:\n  sources: [mini_pool]\n", "mini.yaml", mini, checks);
+  std::ostringstream log;
+  DataBuildOptions o = tiny_options(root / "out", &log);
+  o.registry = &mini;
+  o.data_root = root.path;
+  const std::string msg = error_of([&] { run_data_build(config, o); });
+  EXPECT_NE(msg.find("rows.jsonl line 3 is not valid JSON"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(root / "out")) << "nothing written";
+}
