@@ -14,7 +14,7 @@
 #include "decoding/model_bundle.h"
 #include "decoding/plain_strategy.h"
 #include "decoding/strategy_registry.h"
-#include "train/hdr.h"
+#include "artifacts/harm_vector.h"
 
 namespace safedec::cli {
 

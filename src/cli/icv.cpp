@@ -1,5 +1,5 @@
 // `safedec icv extract`: the in-context safety vector of a model from (unsafe, safe) demonstration
-// pairs (src/train/icv.h), written as a safetensors artifact {"icv": [layers, hidden]}.
+// pairs (src/train/icv.h), written as an ICV artifact directory (icv.safetensors + manifest.json).
 #include <torch/torch.h>
 
 #include <chrono>
@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "decoding/model_bundle.h"
-#include "train/hdr.h"
+#include "artifacts/harm_vector.h"
 #include "train/icv.h"
 
 namespace safedec::cli {
@@ -26,10 +26,11 @@ struct IcvArgs {
   bool last_token = false;
   int64_t limit = 0;
   int threads = 0;
+  bool force = false;
 };
 
 int run_icv_extract(const IcvArgs& a) {
-  SAFEDEC_CHECK(!a.out.empty(), "--out is required (the ICV safetensors file to write)");
+  SAFEDEC_CHECK(!a.out.empty(), "--out is required (the ICV artifact directory to write)");
   if (a.threads > 0) torch::set_num_threads(a.threads);
   const std::string pairs_path = a.pairs.empty() ? source_dir() + "/data/icv_pairs.jsonl" : a.pairs;
   auto pairs = read_icv_pairs(pairs_path);
@@ -47,12 +48,14 @@ int run_icv_extract(const IcvArgs& a) {
   torch::InferenceMode guard;
   torch::Tensor icv = extract_icv(*bundle.model, *bundle.tokenizer, pairs, opt);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  save_icv(a.out, icv,
+  save_icv(a.out, icv, bundle.model->config(),
            {{"model", bundle.entry.name},
             {"pairs", pairs_path},
-            {"n_pairs", std::to_string(pairs.size())},
+            {"n_pairs", pairs.size()},
             {"positions", opt.last_token_only ? "last_token" : "last_" + std::to_string(opt.last_tokens)},
-            {"hdr", a.hdr}});
+            {"hdr", a.hdr},
+            {"hdr_lambda", a.hdr.empty() ? 0.0 : a.hdr_lambda}},
+           a.force);
   std::cerr << "[icv] wrote " << a.out << " [" << icv.size(0) << ", " << icv.size(1) << "], per-layer norm "
             << icv.norm(2, 1).mean().item<double>() << " (mean), " << secs << " s\n";
   return 0;
@@ -67,7 +70,8 @@ Runner add_icv(CLI::App& app) {
   auto* ex = icv->add_subcommand("extract", "Extract an ICV from (unsafe, safe) demonstration pairs");
   ex->add_option("--model", a->model, "Registered model name or GGUF path")->capture_default_str();
   ex->add_option("--pairs", a->pairs, "JSONL of {question, unsafe, safe} (default data/icv_pairs.jsonl)");
-  ex->add_option("--out", a->out, "Output safetensors file")->required();
+  ex->add_option("--out", a->out, "Output artifact directory (icv.safetensors + manifest.json)")->required();
+  ex->add_flag("--force", a->force, "Replace an existing artifact directory");
   ex->add_option("--last-tokens", a->last_tokens, "Average over this many final positions")->capture_default_str();
   ex->add_flag("--last-token", a->last_token, "Use the last position only (the paper's reading)");
   ex->add_option("--limit", a->limit, "Use only the first N pairs (0 = all)")->capture_default_str();

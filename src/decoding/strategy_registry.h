@@ -1,27 +1,22 @@
-// Strategy registry: creates a decoding strategy by method name from a MethodConfig and the loaded
-// target (ModelBundle); an unknown name lists the known ones.
+// MethodFactory: what one configured method needs besides the target (ICV steering, the method's
+// loaded artifacts via the method table in methods.h), built once and reused for many batches.
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "decoding/methods.h"
 #include "decoding/model_bundle.h"
 #include "decoding/strategies/method_config.h"
 #include "decoding/strategy.h"
 
 namespace safedec {
 
-// plain, safedecoding, ngsd, acd, steer.
-std::vector<std::string> known_methods();
-// Throws safedec::Error listing known_methods() for an unknown name.
-void check_method_name(const std::string& name);
-
-// Everything a method needs besides the target, loaded once and reused for many batches
-// (expert models, adapters, soft prompts, ICVs, risk estimators are built per strategy).
 class MethodFactory {
  public:
   MethodFactory(MethodConfig config, const ModelBundle& target, TraceSink trace = {});
   const MethodConfig& config() const { return config_; }
+  const MethodDescriptor& descriptor() const { return *descriptor_; }
   // A fresh strategy for one batch.
   std::unique_ptr<Strategy> make() const;
   // A one-line description for logs.
@@ -31,13 +26,9 @@ class MethodFactory {
 
  private:
   MethodConfig config_;
-  const ModelBundle& target_;
+  const MethodDescriptor* descriptor_;
   StrategyEnv env_;
-  std::shared_ptr<const LoraAdapter> adapter_;
-  torch::Tensor sp_, ap_;
-  std::shared_ptr<const CausalLM> expert_;
-  PromptRenderer expert_render_;
-  std::shared_ptr<ModelBundle> expert_bundle_;
+  std::unique_ptr<MethodInstance> instance_;
 };
 
 // Renders a prompt's user turn for `bundle` with another system text.

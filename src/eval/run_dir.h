@@ -4,6 +4,8 @@
 #pragma once
 #include <yaml-cpp/yaml.h>
 
+#include "core/files.h"
+
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -27,15 +29,6 @@ struct ManifestInputs {
   std::vector<std::string> dataset_files;   // hashed with sha256
   nlohmann::json extra = nlohmann::json::object();  // anything else, stored under "extra"
 };
-
-// Writes `content` to `path` through a temporary file in the same directory: write, fsync,
-// rename over the target, fsync the directory. Readers see the old or the new file, never a mix.
-void write_file_atomic(const std::string& path, const std::string& content);
-
-// `git rev-parse HEAD` of `dir` (nullopt when git or the repository is unavailable), and whether the
-// work tree has uncommitted changes (nullopt when unknown).
-std::optional<std::string> git_commit(const std::string& dir);
-std::optional<bool> git_dirty(const std::string& dir);
 
 // The manifest as JSON: safedec_version, git_commit, git_dirty, hostname, created_utc (ISO 8601),
 // seeds, models [{path, bytes, sha256}], datasets [{path, bytes, sha256}], extra.

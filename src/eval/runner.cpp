@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "artifacts/artifact.h"
 #include "core/error.h"
 #include "core/jsonl.h"
 #include "decoding/model_bundle.h"
@@ -22,8 +23,8 @@
 #include "eval/ref_nll.h"
 #include "eval/report.h"
 #include "eval/run_dir.h"
-#include "eval/sha256.h"
-#include "train/hdr.h"
+#include "core/sha256.h"
+#include "artifacts/harm_vector.h"
 
 namespace safedec {
 
@@ -54,38 +55,33 @@ void add_files(const std::string& path, std::vector<std::string>& out) {
   }
 }
 
-// Artifact paths a method reads (ICVs, soft prompts, adapters, probes), as configured.
-std::vector<std::pair<std::string, std::string>> method_artifact_paths(const MethodConfig& c) {
-  std::vector<std::pair<std::string, std::string>> p;  // (what, path)
-  if (c.method == "steer") p.emplace_back("icv", c.steer.icv);
-  if (c.method == "acd") {
-    if (c.acd.prompts == "soft") p.emplace_back("soft_prompts", c.acd.soft_prompts);
-    if (c.acd.steer.enabled) p.emplace_back("steer.icv", c.acd.steer.icv);
+// The command that makes a missing artifact, from the conventional path it was configured with.
+std::string how_to_make(const std::string& what, const std::string& path) {
+  if (what.find("icv") != std::string::npos) return "; make it with: safedec icv extract --model <model> --out " + path;
+  // .cache/train/<config>/artifact is what `safedec train --config configs/train/<config>.yaml` writes.
+  const std::string marker = ".cache/train/";
+  const size_t at = path.find(marker);
+  if (at != std::string::npos) {
+    std::string rest = path.substr(at + marker.size());
+    const std::string config = rest.substr(0, rest.find('/'));
+    if (!config.empty()) return "; make it with: safedec train --config configs/train/" + config + ".yaml";
   }
-  if (c.method == "safedecoding" && c.safedecoding.expert == "lora") p.emplace_back("adapter", c.safedecoding.adapter);
-  if (c.method == "ngsd") {
-    if (c.ngsd.risk == "probe") p.emplace_back("probe", c.ngsd.probe);
-    if (c.ngsd.steer.enabled) p.emplace_back("steer.icv", c.ngsd.steer.icv);
-  }
-  return p;
+  return "; make it with safedec train (configs/train/)";
 }
 
 // Every file a method reads, resolved; a missing artifact is an error before anything runs.
 std::vector<std::string> method_artifacts(const EvalMethodSpec& m) {
   std::vector<std::string> files;
-  for (const auto& [what, path] : method_artifact_paths(m.config)) {
+  const MethodDescriptor& d = method_descriptor(m.config.method);
+  for (const auto& [what, path] : d.artifacts(m.config)) {
     SAFEDEC_CHECK(!path.empty(), "method ", m.label, ": `", what, "` is not set");
     const std::string resolved = resolve_artifact_path(path);
     if (!fs::exists(resolved))
       fail("method ", m.label, ": the artifact `", what, ": ", path, "` does not exist (relative paths are tried ",
-           "against the current directory and the source tree)",
-           what.find("icv") != std::string::npos
-               ? "; make it with: safedec icv extract --model <model> --out " + path
-               : std::string());
+           "against the current directory and the source tree)", how_to_make(what, path));
     add_files(resolved, files);
   }
-  if (m.config.method == "ngsd" && m.config.ngsd.expert == "model")
-    add_files(resolve_model(m.config.ngsd.expert_model).path, files);
+  for (const auto& model : d.models(m.config)) add_files(resolve_model(model).path, files);
   return files;
 }
 
@@ -300,7 +296,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
       }
       auto trace = std::make_shared<TraceFile>();
       TraceSink sink;
-      if (method.name == "ngsd")
+      if (method_descriptor(method.name).gate_trace)
         sink = [trace](const json& j) {
           if (trace->out) *trace->out << j.dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
         };
@@ -499,7 +495,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   }
   // Gate activity along one response of the first NGSD method on the first harmful dataset.
   for (const auto& me : config.methods) {
-    if (me.name != "ngsd" || ri.gate_trace) continue;
+    if (!method_descriptor(me.name).gate_trace || ri.gate_trace) continue;
     for (const auto& d : datasets) {
       if (!d.spec.harmful) continue;
       ri.gate_trace = read_gate_trace(

@@ -41,6 +41,8 @@ class LoraAdapter {
     uint64_t seed = 0;
   };
   LoraAdapter() = default;
+  // An empty adapter with these options (factors are added with set(), e.g. when reading a file).
+  explicit LoraAdapter(const Options& options) : options_(options) {}
   LoraAdapter(const ModelConfig& cfg, const Options& options, torch::TensorOptions tensor_options = {});
 
   const Options& options() const { return options_; }

@@ -6,6 +6,8 @@
 #include "core/jsonl.h"
 #include "train/icv.h"
 
+#include "artifacts/typed.h"
+
 #include <nlohmann/json.hpp>
 
 #include <fstream>
@@ -99,16 +101,15 @@ torch::Tensor extract_icv(const CausalLM& model, const Tokenizer& tokenizer, con
   return icv_direction(torch::stack(diffs)).reshape({L, d});
 }
 
-void save_icv(const std::string& path, const torch::Tensor& icv, const std::map<std::string, std::string>& metadata) {
-  SAFEDEC_CHECK(icv.dim() == 2, "save_icv: the ICV must be [layers, hidden], got ", icv.sizes());
-  torch::Tensor t = icv.to(torch::kFloat32).to(torch::kCPU).contiguous();
-  SafetensorsWriteTensor w;
-  w.name = "icv";
-  w.dtype = SafetensorsDtype::F32;
-  w.shape = {t.size(0), t.size(1)};
-  w.data = t.data_ptr<float>();
-  w.nbytes = static_cast<size_t>(t.numel()) * sizeof(float);
-  write_safetensors(path, {w}, metadata);
+std::string save_icv(const std::string& dir, const torch::Tensor& icv, const ModelConfig& model,
+                     const nlohmann::json& params, bool overwrite) {
+  ArtifactManifest m;
+  m.kind = ArtifactKind::Icv;
+  m.model = ModelIdentity::of(model);
+  m.params = params;
+  ArtifactWriter w(dir, m, overwrite);
+  write_icv(w, icv);
+  return w.commit();
 }
 
 }  // namespace safedec

@@ -2,6 +2,7 @@
 // per (unsafe, safe) demonstration pair the difference of every layer's residual output averaged
 // over the last 4 tokens (or the last token), then PCA's first component (sign-fixed) + the mean.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -39,7 +40,9 @@ torch::Tensor icv_direction(const torch::Tensor& diffs);
 // The ICV [L, d] of a model from demonstration pairs, run one string at a time with BOS.
 torch::Tensor extract_icv(const CausalLM& model, const Tokenizer& tokenizer, const std::vector<IcvPair>& pairs,
                           const IcvOptions& options = {});
-// Writes {"icv": [L, d]} (fp32) with metadata to a safetensors file.
-void save_icv(const std::string& path, const torch::Tensor& icv, const std::map<std::string, std::string>& metadata);
+// Writes an ICV artifact directory (icv.safetensors {"icv": [L, d]} + manifest.json for `model`, with
+// `params` recorded); returns its path. An existing directory is refused unless `overwrite`.
+std::string save_icv(const std::string& dir, const torch::Tensor& icv, const ModelConfig& model,
+                     const nlohmann::json& params = nlohmann::json::object(), bool overwrite = false);
 
 }  // namespace safedec

@@ -37,8 +37,8 @@ const std::string& icv_path() {
     auto pairs = read_icv_pairs(source_dir() + "/data/icv_pairs.jsonl");
     pairs.resize(4);
     auto icv = extract_icv(*bundle().model, *bundle().tokenizer, pairs);
-    std::string p = ::testing::TempDir() + "/methods_real_icv.safetensors";
-    save_icv(p, icv, {});
+    std::string p = ::testing::TempDir() + "/methods_real_icv";
+    save_icv(p, icv, bundle().model->config(), {}, /*overwrite=*/true);
     return p;
   }();
   return path;

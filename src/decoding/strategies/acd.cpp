@@ -11,17 +11,6 @@
 
 namespace safedec {
 
-std::pair<torch::Tensor, torch::Tensor> load_soft_prompts(const std::string& path, int64_t hidden_size) {
-  torch::Tensor sp = load_safetensors_tensor(path, "sp");
-  torch::Tensor ap = load_safetensors_tensor(path, "ap");
-  for (const auto& [name, t] : {std::make_pair("sp", sp), std::make_pair("ap", ap)}) {
-    SAFEDEC_CHECK(t.dim() == 2 && t.size(1) == hidden_size && t.size(0) >= 1, "soft prompt '", name, "' in ", path,
-                  " must be [L, ", hidden_size, "] with L >= 1 (the model's hidden size), got ", t.sizes());
-    SAFEDEC_CHECK(torch::isfinite(t).all().item<bool>(), "soft prompt '", name, "' in ", path, " holds NaN/Inf");
-  }
-  return {sp, ap};
-}
-
 AcdStrategy::AcdStrategy(StrategyEnv env, AcdConfig config, torch::Tensor sp, torch::Tensor ap)
     : env_(std::move(env)), config_(std::move(config)), sp_(std::move(sp)), ap_(std::move(ap)) {
   config_.validate();

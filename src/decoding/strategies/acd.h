@@ -30,7 +30,5 @@ class AcdStrategy : public Strategy {
   TracedRows traced_;
 };
 
-// Loads ACD soft prompts (`sp` [L, d], `ap` [L', d]) and checks the hidden size.
-std::pair<torch::Tensor, torch::Tensor> load_soft_prompts(const std::string& path, int64_t hidden_size);
 
 }  // namespace safedec

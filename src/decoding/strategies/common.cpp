@@ -1,6 +1,8 @@
 // Branch prefill/step helpers, soft-prompt splicing and ICV steering hooks shared by the strategies.
 #include "decoding/strategies/common.h"
 
+#include "artifacts/typed.h"
+
 #include <atomic>
 #include <limits>
 #include <numeric>
@@ -266,37 +268,10 @@ void SteerConfig::validate(const std::string& where) const {
   SAFEDEC_CHECK(form == "code" || form == "paper", where, ": `form` must be one of code, paper; got '", form, "'");
 }
 
-std::string resolve_artifact_path(const std::string& path) {
-  if (path.empty() || path[0] == '/' || file_exists(path)) return path;
-  const std::string in_tree = source_dir() + "/" + path;
-  return file_exists(in_tree) ? in_tree : path;
-}
-
-torch::Tensor load_safetensors_tensor(const std::string& path_in, const std::string& name) {
-  const std::string path = resolve_artifact_path(path_in);
-  SAFEDEC_CHECK(file_exists(path), "the artifact ", path_in, " does not exist (relative paths are tried against the ",
-                "current directory and the source tree ", source_dir(), ")");
-  auto file = SafetensorsFile::open(path);
-  const SafetensorsTensor* t = file->find(name);
-  SAFEDEC_CHECK(t != nullptr, "the safetensors file ", path, " has no tensor '", name, "'");
-  std::vector<float> data = safetensors_to_float32(*t);
-  return torch::from_blob(data.data(), t->shape, torch::kFloat32).clone();
-}
-
-torch::Tensor load_icv(const std::string& path) {
-  torch::Tensor icv = load_safetensors_tensor(path, "icv");
-  SAFEDEC_CHECK(icv.dim() == 2, "the ICV tensor 'icv' in ", path, " must be [layers, hidden], got shape ", icv.sizes());
-  SAFEDEC_CHECK(torch::isfinite(icv).all().item<bool>(), "the ICV tensor in ", path, " holds NaN/Inf values");
-  return icv;
-}
-
 Steering::Steering(const SteerConfig& config, const ModelConfig& model)
     : alpha_(config.alpha), form_(config.form == "paper" ? SteerForm::kPaper : SteerForm::kCode) {
   config.validate("steer");
-  icv_ = load_icv(config.icv);
-  SAFEDEC_CHECK(icv_.size(0) == model.n_layers && icv_.size(1) == model.hidden_size, "the ICV in ", config.icv,
-                " has shape ", icv_.sizes(), " but the model has ", model.n_layers, " layers of hidden size ",
-                model.hidden_size, "; extract it from this model");
+  icv_ = load_icv(config.icv, model);
   bind();
 }
 

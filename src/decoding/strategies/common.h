@@ -120,11 +120,4 @@ class TracedRows {
 // The top-n (token, logit) pairs of one row as JSON [[id, value], ...].
 nlohmann::json top_tokens_json(const torch::Tensor& row, int64_t n);
 
-// Loads `icv` [L, d] from a safetensors file as fp32.
-torch::Tensor load_icv(const std::string& path);
-// A relative artifact path that does not exist here is tried against the source tree.
-std::string resolve_artifact_path(const std::string& path);
-// Loads a float tensor by name from a safetensors file (error names the file and tensor).
-torch::Tensor load_safetensors_tensor(const std::string& path, const std::string& name);
-
 }  // namespace safedec

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/paths.h"
 #include "core/yaml_keys.h"
+#include "decoding/methods.h"
 
 namespace safedec {
 
@@ -38,19 +39,6 @@ void check_one_of(const std::string& where, const std::string& key, const std::s
                 "` must be one of ", join(allowed), "; got '", value, "'");
 }
 
-SteerConfig parse_steer(const YAML::Node& node, const std::string& where, bool enabled_default) {
-  SteerConfig s;
-  s.enabled = enabled_default;
-  YamlKeys r(node, where, "`steer`", /*optional=*/true);
-  r.read("enabled", s.enabled);
-  r.read("icv", s.icv);
-  r.read("alpha", s.alpha);
-  r.read("form", s.form);
-  r.finish();
-  if (node && node.IsMap() && !node["enabled"]) s.enabled = true;  // a present sub-config turns steering on
-  return s;
-}
-
 }  // namespace
 
 void AcdConfig::validate() const {
@@ -73,7 +61,12 @@ void SafeDecodingConfig::validate() const {
 }
 
 void NgsdConfig::validate() const {
-  check_one_of("ngsd", "expert", expert, {"system_prompt", "self_truncated", "model"});
+  check_one_of("ngsd", "expert", expert, {"system_prompt", "self_truncated", "model", "lora", "trained"});
+  SAFEDEC_CHECK(expert != "lora" || !expert_adapter.empty(),
+                "ngsd: `expert: lora` needs `expert_adapter:` (a LoRA artifact from safedec train, e.g. "
+                ".cache/train/ngsd_expert/artifact)");
+  SAFEDEC_CHECK(expert != "trained" || !expert_weights.empty(),
+                "ngsd: `expert: trained` needs `expert_weights:` (an expert-weights artifact from safedec train)");
   SAFEDEC_CHECK(expert != "system_prompt" || !expert_system.empty(),
                 "ngsd: `expert: system_prompt` needs a non-empty `expert_system`");
   SAFEDEC_CHECK(expert != "model" || !expert_model.empty(),
@@ -93,6 +86,7 @@ void NgsdConfig::validate() const {
 }
 
 MethodConfig parse_method_config(const std::string& method, const YAML::Node& node, const std::string& source) {
+  const MethodDescriptor& d = method_descriptor(method);
   MethodConfig c;
   c.method = method;
   c.source = source;
@@ -102,53 +96,7 @@ MethodConfig parse_method_config(const std::string& method, const YAML::Node& no
   r.read("method", named);
   SAFEDEC_CHECK(named == method, where, ": the file configures method '", named, "' but --method is '", method, "'");
   r.read("prefix_cache", c.prefix_cache);
-  if (method == "plain") {
-  } else if (method == "acd") {
-    auto& a = c.acd;
-    r.read("alpha", a.alpha);
-    r.read("prompts", a.prompts);
-    r.read("variant", a.variant);
-    r.read("safe_prompt", a.safe_prompt);
-    r.read("opposite_prompt", a.opposite_prompt);
-    r.read("soft_prompts", a.soft_prompts);
-    a.steer = parse_steer(r.get("steer"), where, false);
-    a.validate();
-  } else if (method == "safedecoding") {
-    auto& s = c.safedecoding;
-    r.read("expert", s.expert);
-    r.read("adapter", s.adapter);
-    r.read("expert_system", s.expert_system);
-    r.read("m", s.m);
-    r.read("alpha", s.alpha);
-    r.read("c", s.c);
-    s.validate();
-  } else if (method == "ngsd") {
-    auto& n = c.ngsd;
-    r.read("expert", n.expert);
-    r.read("expert_model", n.expert_model);
-    r.read("expert_system", n.expert_system);
-    r.read("expert_layers", n.expert_layers);
-    r.read("tau", n.tau);
-    r.read("theta", n.theta);
-    r.read("reset", n.reset);
-    r.read("top_k", n.top_k);
-    r.read("risk", n.risk);
-    r.read("alpha", n.alpha);
-    r.read("probe", n.probe);
-    r.read("reflection_max_tokens", n.reflection_max_tokens);
-    r.read("early_stop", n.early_stop);
-    n.steer = parse_steer(r.get("steer"), where, false);
-    n.validate();
-  } else if (method == "steer") {
-    r.allow("enabled");
-    c.steer.enabled = true;
-    r.read("icv", c.steer.icv);
-    r.read("alpha", c.steer.alpha);
-    r.read("form", c.steer.form);
-    c.steer.validate("steer");
-  } else {
-    fail("unknown method '", method, "'; known methods: plain, safedecoding, ngsd, acd, steer");
-  }
+  d.parse(r, c, where);
   r.finish();
   return c;
 }
@@ -174,36 +122,7 @@ std::string MethodConfig::dump() const {
   YAML::Emitter e;
   e << YAML::BeginMap << YAML::Key << "method" << YAML::Value << method << YAML::Key << "prefix_cache"
     << YAML::Value << prefix_cache;
-  auto steer_out = [&](const SteerConfig& s) {
-    e << YAML::Key << "steer" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value << s.enabled
-      << YAML::Key << "icv" << YAML::Value << s.icv << YAML::Key << "alpha" << YAML::Value << s.alpha << YAML::Key
-      << "form" << YAML::Value << s.form << YAML::EndMap;
-  };
-  if (method == "acd") {
-    e << YAML::Key << "alpha" << YAML::Value << acd.alpha << YAML::Key << "prompts" << YAML::Value << acd.prompts
-      << YAML::Key << "variant" << YAML::Value << acd.variant << YAML::Key << "safe_prompt" << YAML::Value
-      << acd.safe_prompt << YAML::Key << "opposite_prompt" << YAML::Value << acd.opposite_prompt << YAML::Key
-      << "soft_prompts" << YAML::Value << acd.soft_prompts;
-    steer_out(acd.steer);
-  } else if (method == "safedecoding") {
-    const auto& s = safedecoding;
-    e << YAML::Key << "expert" << YAML::Value << s.expert << YAML::Key << "adapter" << YAML::Value << s.adapter
-      << YAML::Key << "expert_system" << YAML::Value << s.expert_system << YAML::Key << "m" << YAML::Value << s.m
-      << YAML::Key << "alpha" << YAML::Value << s.alpha << YAML::Key << "c" << YAML::Value << s.c;
-  } else if (method == "ngsd") {
-    const auto& n = ngsd;
-    e << YAML::Key << "expert" << YAML::Value << n.expert << YAML::Key << "expert_model" << YAML::Value
-      << n.expert_model << YAML::Key << "expert_system" << YAML::Value << n.expert_system << YAML::Key << "expert_layers" << YAML::Value << n.expert_layers << YAML::Key << "tau"
-      << YAML::Value << n.tau << YAML::Key << "theta" << YAML::Value << n.theta << YAML::Key << "reset" << YAML::Value
-      << n.reset << YAML::Key << "top_k" << YAML::Value << n.top_k << YAML::Key << "risk" << YAML::Value << n.risk
-      << YAML::Key << "alpha" << YAML::Value << n.alpha << YAML::Key << "probe" << YAML::Value << n.probe
-      << YAML::Key << "reflection_max_tokens" << YAML::Value << n.reflection_max_tokens << YAML::Key
-      << "early_stop" << YAML::Value << n.early_stop;
-    steer_out(n.steer);
-  } else if (method == "steer") {
-    e << YAML::Key << "icv" << YAML::Value << steer.icv << YAML::Key << "alpha" << YAML::Value << steer.alpha
-      << YAML::Key << "form" << YAML::Value << steer.form;
-  }
+  method_descriptor(method).dump(e, *this);
   e << YAML::EndMap;
   return e.c_str();
 }

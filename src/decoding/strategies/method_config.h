@@ -45,9 +45,14 @@ struct NgsdConfig {
   // system_prompt: training-free stand-in = the target itself with `expert_system` in the system slot
   //   (its own KV cache; the gate watches how far the safety prompt moves the distribution)
   // self_truncated: the target's first `expert_layers` layers + norm + head (untrained, degenerate)
-  // model: a separate same-vocabulary expert (`expert_model`), e.g. the trained expert
+  // model: a separate same-vocabulary expert (`expert_model`), as it is
+  // lora: the target + a trained LoRA adapter (`expert_adapter`, safedec train ngsd_expert)
+  // trained: fine-tuned expert weights (`expert_weights`: a truncated self-expert or a smaller model)
   std::string expert = "system_prompt";
   std::string expert_model;               // registered name or path (expert: model)
+  std::string expert_adapter;             // LoRA artifact directory (expert: lora)
+  std::string expert_weights;             // expert-weights artifact directory (expert: trained)
+  std::string gate;                       // optional gate-calibration artifact: its tau/theta/reset replace these
   std::string expert_system = kSafetyExpertPrompt;  // expert: system_prompt
   int64_t expert_layers = 0;              // self_truncated: first k layers; 0 = n_layers / 3
   double tau = 8.0, theta = 1.0, reset = 0.6;

@@ -25,12 +25,15 @@ const std::vector<std::string>& ngsd_refusal_phrases() {
 }
 
 NgsdStrategy::NgsdStrategy(StrategyEnv env, NgsdConfig config, std::shared_ptr<const CausalLM> expert,
-                           PromptRenderer expert_render, std::unique_ptr<RiskEstimator> risk)
+                           PromptRenderer expert_render, std::unique_ptr<RiskEstimator> risk,
+                           std::shared_ptr<const LoraAdapter> expert_lora)
     : env_(std::move(env)),
       config_(std::move(config)),
       expert_(std::move(expert)),
       expert_render_(std::move(expert_render)),
-      risk_estimator_(std::move(risk)) {
+      risk_estimator_(std::move(risk)),
+      expert_lora_(std::move(expert_lora)) {
+  if (expert_lora_) expert_hooks_.loras = {LoraBinding{expert_lora_, torch::Tensor()}};
   config_.validate();
   SAFEDEC_CHECK(env_.model && expert_, "ngsd: needs a target and an expert model");
   SAFEDEC_CHECK(risk_estimator_, "ngsd: no risk estimator given");
@@ -39,6 +42,14 @@ NgsdStrategy::NgsdStrategy(StrategyEnv env, NgsdConfig config, std::shared_ptr<c
                 "); NGSD mixes next-token probabilities, so both must share one vocabulary");
   SAFEDEC_CHECK(!config_.early_stop || (env_.tokenizer && !env_.eos_ids.empty()),
                 "ngsd: `early_stop` needs the target's tokenizer and an end-of-sequence id");
+}
+
+const ForwardHooks* NgsdStrategy::joint_hooks(int64_t A) {
+  if (!expert_lora_) return nullptr;
+  auto mask = torch::zeros({2 * A}, torch::kFloat32);
+  mask.narrow(0, A, A).fill_(1.0f);
+  joint_hooks_.loras = {LoraBinding{expert_lora_, mask.to(env_.model->device())}};
+  return &joint_hooks_;
 }
 
 void NgsdStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max_new_tokens) {
@@ -58,7 +69,7 @@ void NgsdStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max
   if (joint_) {
     std::vector<BranchRow> rows = target_rows;
     rows.insert(rows.end(), expert_rows.begin(), expert_rows.end());
-    torch::Tensor l = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_b_, nullptr,
+    torch::Tensor l = prefill_rows(*env_.model, rows, max_new_tokens, env_.pad_id, cache_b_, joint_hooks(B),
                                    risk_estimator_->needs_hidden() ? &hidden : nullptr, env_.prefixes.get());
     l_b_ = l.narrow(0, 0, B);
     l_e_ = l.narrow(0, B, B);
@@ -66,8 +77,8 @@ void NgsdStrategy::start(const std::vector<StrategyPrompt>& prompts, int64_t max
   } else {
     l_b_ = prefill_rows(*env_.model, target_rows, max_new_tokens, env_.pad_id, cache_b_, hooks,
                         risk_estimator_->needs_hidden() ? &hidden : nullptr, env_.prefixes.get());
-    l_e_ = prefill_rows(*expert_, expert_rows, max_new_tokens, env_.pad_id, cache_e_, nullptr, nullptr,
-                        env_.prefixes.get());
+    l_e_ = prefill_rows(*expert_, expert_rows, max_new_tokens, env_.pad_id, cache_e_,
+                        expert_lora_ ? &expert_hooks_ : nullptr, nullptr, env_.prefixes.get());
   }
   // Step A after the prefill (the probe reads the prompt's last hidden state).
   auto est = risk_estimator_->estimate(prompts, hidden);
@@ -152,12 +163,12 @@ void NgsdStrategy::advance(const std::vector<int32_t>& tokens) {
   const ForwardHooks* hooks = env_.steering ? env_.steering->hooks() : nullptr;
   if (joint_) {
     const int64_t A = static_cast<int64_t>(tokens.size());
-    torch::Tensor l = step_rows(*env_.model, repeat_tokens(tokens, 2), cache_b_);
+    torch::Tensor l = step_rows(*env_.model, repeat_tokens(tokens, 2), cache_b_, joint_hooks(A));
     l_b_ = l.narrow(0, 0, A);
     l_e_ = l.narrow(0, A, A);
   } else {
     l_b_ = step_rows(*env_.model, tokens, cache_b_, hooks);
-    l_e_ = step_rows(*expert_, tokens, cache_e_);
+    l_e_ = step_rows(*expert_, tokens, cache_e_, expert_lora_ ? &expert_hooks_ : nullptr);
   }
   for (size_t r = 0; r < tokens.size(); ++r) generated_[r].push_back(tokens[r]);
   ++traced_.step;

@@ -5,15 +5,17 @@
 #include "decoding/strategies/common.h"
 #include "decoding/strategies/method_config.h"
 #include "decoding/strategies/risk.h"
+#include "model/lora.h"
 
 namespace safedec {
 
 // Target + expert branches gated per token by a leaky integrate-and-fire unit.
 class NgsdStrategy : public Strategy {
  public:
-  // expert_render: the expert's own chat rendering (empty = reuse the target's ids).
+  // expert_render: the expert's own chat rendering (empty = reuse the target's ids). expert_lora: the
+  // expert is `expert` (the target itself) with this adapter on its rows (expert: lora).
   NgsdStrategy(StrategyEnv env, NgsdConfig config, std::shared_ptr<const CausalLM> expert, PromptRenderer expert_render,
-               std::unique_ptr<RiskEstimator> risk);
+               std::unique_ptr<RiskEstimator> risk, std::shared_ptr<const LoraAdapter> expert_lora = {});
   std::string name() const override { return "ngsd"; }
   void start(const std::vector<StrategyPrompt>& prompts, int64_t max_new_tokens) override;
   torch::Tensor next_scores(int64_t step) override;
@@ -33,6 +35,10 @@ class NgsdStrategy : public Strategy {
   std::shared_ptr<const CausalLM> expert_;
   PromptRenderer expert_render_;
   std::unique_ptr<RiskEstimator> risk_estimator_;
+  std::shared_ptr<const LoraAdapter> expert_lora_;
+  ForwardHooks joint_hooks_, expert_hooks_;  // LoRA on the expert rows (joint) or on the expert forward
+  // Hooks of the joint forward over A target rows then A expert rows (nullptr without a LoRA expert).
+  const ForwardHooks* joint_hooks(int64_t A);
   KvCache cache_b_, cache_e_;  // joint_: both branches in cache_b_ (target rows, then expert rows)
   bool joint_ = false;          // the expert is the target itself (system-prompt expert), no steering:
                                 // one batched forward of 2A rows per step instead of two forwards

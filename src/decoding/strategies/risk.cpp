@@ -2,6 +2,8 @@
 // mapping from risk to the mixing strength alpha.
 #include "decoding/strategies/risk.h"
 
+#include "artifacts/typed.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -158,13 +160,11 @@ ProbeRisk::ProbeRisk(torch::Tensor weight, torch::Tensor bias)
   SAFEDEC_CHECK(bias_.numel() == 1, "the risk probe's bias must hold one value, got ", bias_.numel());
 }
 
-std::unique_ptr<ProbeRisk> ProbeRisk::load(const std::string& path, int64_t hidden_size) {
-  torch::Tensor w = load_safetensors_tensor(path, "weight");
-  torch::Tensor b = load_safetensors_tensor(path, "bias");
-  SAFEDEC_CHECK(w.numel() == hidden_size, "the risk probe ", path, " has a weight of ", w.numel(),
-                " values but the model's hidden size is ", hidden_size);
-  SAFEDEC_CHECK(b.numel() == 1, "the risk probe ", path, " must have a bias of shape [1], got ", b.sizes());
-  return std::make_unique<ProbeRisk>(w, b);
+std::unique_ptr<ProbeRisk> ProbeRisk::load(const std::string& path, const ModelConfig& model) {
+  RiskProbe p = load_risk_probe(path, model);
+  SAFEDEC_CHECK(p.layer == -1, "the risk probe ", path, " reads layer ", p.layer,
+                "; NGSD's probe estimator uses the final-normed hidden state (layer -1)");
+  return std::make_unique<ProbeRisk>(p.weight, p.bias);
 }
 
 std::vector<RiskEstimate> ProbeRisk::estimate(const std::vector<StrategyPrompt>& prompts,
@@ -185,7 +185,7 @@ std::vector<RiskEstimate> ProbeRisk::estimate(const std::vector<StrategyPrompt>&
 std::unique_ptr<RiskEstimator> make_risk_estimator(const NgsdConfig& config, const StrategyEnv& env) {
   if (config.risk == "fixed") return std::make_unique<FixedRisk>(config.alpha);
   if (config.risk == "self_reflection") return std::make_unique<SelfReflectionRisk>(env, config.reflection_max_tokens);
-  if (config.risk == "probe") return ProbeRisk::load(config.probe, env.model->config().hidden_size);
+  if (config.risk == "probe") return ProbeRisk::load(config.probe, env.model->config());
   fail("ngsd: unknown risk estimator '", config.risk, "'; known: fixed, self_reflection, probe");
 }
 

@@ -77,8 +77,8 @@ class SelfReflectionRisk : public RiskEstimator {
 class ProbeRisk : public RiskEstimator {
  public:
   ProbeRisk(torch::Tensor weight, torch::Tensor bias);
-  // Loads `weight` [d] and `bias` [1] from a safetensors file and checks d.
-  static std::unique_ptr<ProbeRisk> load(const std::string& path, int64_t hidden_size);
+  // Loads a risk-probe artifact (or a bare safetensors file with `weight` [d], `bias` [1]) for the model.
+  static std::unique_ptr<ProbeRisk> load(const std::string& path, const ModelConfig& model);
   std::string name() const override { return "probe"; }
   bool needs_hidden() const override { return true; }
   std::vector<RiskEstimate> estimate(const std::vector<StrategyPrompt>& prompts,

@@ -34,9 +34,4 @@ class SafeDecodingStrategy : public Strategy {
   TracedRows traced_;
 };
 
-// Reads a PEFT LoRA adapter directory (adapter_config.json: r, lora_alpha, target_modules;
-// adapter_model.safetensors: base_model.model.model.layers.<l>.<self_attn|mlp>.<name>.lora_A/B.weight)
-// and checks every factor's shape against the model.
-std::shared_ptr<LoraAdapter> load_peft_adapter(const std::string& dir, const ModelConfig& model);
-
 }  // namespace safedec

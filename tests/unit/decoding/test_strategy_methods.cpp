@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "artifacts/typed.h"
 #include "core/error.h"
 #include "decoding/generator.h"
 #include "decoding/plain_strategy.h"
@@ -382,7 +383,7 @@ TEST(SafeDecodingStrategy, LoadsAPeftAdapterDirectory) {
     w.push_back({n, SafetensorsDtype::F32, {t.size(0), t.size(1)}, t.data_ptr<float>(), static_cast<size_t>(t.numel()) * 4});
   }
   write_safetensors(dir + "/adapter_model.safetensors", w);
-  auto adapter = load_peft_adapter(dir, model->config());
+  auto adapter = load_lora_adapter(dir, model->config());
   const LoraFactors* q = adapter->find(1, LinearKind::Q);
   ASSERT_NE(q, nullptr);
   EXPECT_TRUE(torch::equal(q->a, a_q));
@@ -403,7 +404,7 @@ TEST(SafeDecodingStrategy, LoadsAPeftAdapterDirectory) {
   write_safetensors(dir + "/adapter_model.safetensors",
                     {{"base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight", SafetensorsDtype::F32, {2, 31},
                       bad.data_ptr<float>(), 2 * 31 * 4}});
-  EXPECT_THROW(load_peft_adapter(dir, model->config()), Error);
+  EXPECT_THROW(load_lora_adapter(dir, model->config()), Error);
   std::filesystem::remove_all(dir);
 }
 
@@ -411,20 +412,31 @@ TEST(SafeDecodingStrategy, LoadsAPeftAdapterDirectory) {
 
 namespace {
 
+// fp32 agreement of two computations of the same values in a different order (one forward over the
+// whole prompt vs stored prefix + the rest; different GEMM shapes pick different kernels and blockings:
+// the AVX2 skinny kernel, MKL's AVX-512 or AMX paths). Each dot product then differs by a few ulps of
+// its magnitude, and 3 layers of a random large-init model amplify that; measured up to 3.5e-5 on a
+// Xeon with AVX-512 + AMX, about 3e-6 on AVX2-only CPUs. The bound is relative to the tensor's scale:
+// |a - b| <= 1e-4 * (1 + max |b|) + 1e-4 |b|, about 1000 ulps of the largest value.
+bool fp32_close(const torch::Tensor& a, const torch::Tensor& b) {
+  const double scale = 1.0 + b.abs().max().item<double>();
+  return torch::allclose(a, b, 1e-4, 1e-4 * scale);
+}
+
 // Logits and, over the real slots of every row, keys and values agree.
 void expect_same_prefill(const torch::Tensor& l1, const KvCache& c1, const torch::Tensor& l2, KvCache& c2,
                          const std::string& what) {
-  ASSERT_TRUE(torch::allclose(l1, l2, 1e-5, 1e-5)) << what << ": logits differ by "
-                                                    << (l1 - l2).abs().max().item<float>();
+  ASSERT_TRUE(fp32_close(l1, l2)) << what << ": logits differ by " << (l1 - l2).abs().max().item<float>();
   ASSERT_EQ(c1.length(), c2.length()) << what;
   ASSERT_TRUE(torch::equal(c1.pad_offsets(), c2.pad_offsets())) << what;
   KvCache& m1 = const_cast<KvCache&>(c1);
   for (int64_t b = 0; b < c1.batch(); ++b) {
     const int64_t p = c1.pad_offsets()[b].item<int64_t>(), n = c1.length() - p;
     for (int64_t l = 0; l < c1.n_layers(); ++l) {
-      EXPECT_TRUE(torch::allclose(m1.keys(l)[b].narrow(1, p, n), c2.keys(l)[b].narrow(1, p, n), 1e-5, 1e-5))
-          << what << ": keys of row " << b << " layer " << l;
-      EXPECT_TRUE(torch::allclose(m1.values(l)[b].narrow(1, p, n), c2.values(l)[b].narrow(1, p, n), 1e-5, 1e-5))
+      EXPECT_TRUE(fp32_close(m1.keys(l)[b].narrow(1, p, n), c2.keys(l)[b].narrow(1, p, n)))
+          << what << ": keys of row " << b << " layer " << l << " differ by "
+          << (m1.keys(l)[b].narrow(1, p, n) - c2.keys(l)[b].narrow(1, p, n)).abs().max().item<float>();
+      EXPECT_TRUE(fp32_close(m1.values(l)[b].narrow(1, p, n), c2.values(l)[b].narrow(1, p, n)))
           << what << ": values of row " << b << " layer " << l;
     }
   }
@@ -470,7 +482,7 @@ TEST(PrefixKvStore, PrefillWithStoredPrefixesEqualsTheWholePrefill) {
       std::vector<int32_t> t(rows.size(), static_cast<int32_t>(30 + step));
       auto a = step_rows(*model, t, whole, hooks);
       auto b = step_rows(*model, t, again, hooks);
-      EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-4)) << what << ": decode step " << step << " differs by " << (a - b).abs().max().item<float>() << " (logits up to " << a.abs().max().item<float>() << ")";
+      EXPECT_TRUE(fp32_close(a, b)) << what << ": decode step " << step << " differs by " << (a - b).abs().max().item<float>() << " (logits up to " << a.abs().max().item<float>() << ")";
     }
   }
 }
@@ -604,6 +616,6 @@ TEST(GroupedPrefill, EqualsOnePaddedForwardAndDecodesTheSame) {
     std::vector<int32_t> t{11, 12, 13, 14};
     auto a = step_rows(*model, t, one);
     auto b = step_rows(*model, t, grouped);
-    EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-4)) << "decode step " << step;
+    EXPECT_TRUE(fp32_close(a, b)) << "decode step " << step;
   }
 }

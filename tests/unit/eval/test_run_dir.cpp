@@ -10,7 +10,7 @@
 #include "core/paths.h"
 #include "eval/results_io.h"
 #include "eval/run_dir.h"
-#include "eval/sha256.h"
+#include "core/sha256.h"
 #include "support/error_of.h"
 
 using namespace safedec;

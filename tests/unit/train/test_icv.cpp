@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "core/error.h"
 #include "io/safetensors.h"
-#include "train/hdr.h"
+#include "artifacts/harm_vector.h"
+#include "artifacts/typed.h"
 #include "train/icv.h"
 
 using namespace safedec;
@@ -133,15 +135,30 @@ TEST(IcvExtract, LayerStatesAverageTheLastPositions) {
   EXPECT_TRUE(torch::allclose(avg, sum / 4, 1e-4, 1e-5));
 }
 
-TEST(IcvExtract, SaveWritesAnIcvTensor) {
-  auto icv = torch::randn({2, 16});
-  const std::string path = ::testing::TempDir() + "/icv_test.safetensors";
-  save_icv(path, icv, {{"model", "tiny"}});
-  auto f = SafetensorsFile::open(path);
-  auto back = torch::from_blob(f->to_float32("icv").data(), {2, 16}, torch::kFloat32).clone();
+TEST(IcvExtract, SaveWritesAnIcvArtifact) {
+  auto model = tiny_model();
+  const auto& cfg = model->config();
+  auto icv = torch::randn({cfg.n_layers, cfg.hidden_size});
+  const std::string dir = ::testing::TempDir() + "/icv_test_artifact";
+  std::filesystem::remove_all(dir);
+  save_icv(dir, icv, cfg, {{"n_pairs", 3}});
+  auto f = SafetensorsFile::open(dir + "/icv.safetensors");
+  auto back = torch::from_blob(f->to_float32("icv").data(), {cfg.n_layers, cfg.hidden_size}, torch::kFloat32).clone();
   EXPECT_TRUE(torch::equal(back, icv));
-  EXPECT_EQ(f->metadata().at("model"), "tiny");
-  std::remove(path.c_str());
+  EXPECT_TRUE(torch::equal(load_icv(dir, cfg), icv));
+  const ArtifactDir a = open_artifact(dir, ArtifactKind::Icv);
+  EXPECT_EQ(a.manifest.params.at("n_pairs"), 3);
+  EXPECT_EQ(a.manifest.model.hidden_size, cfg.hidden_size);
+  // A second save into the same directory is refused unless overwrite.
+  EXPECT_THROW(save_icv(dir, icv, cfg), Error);
+  save_icv(dir, icv * 2, cfg, {}, /*overwrite=*/true);
+  EXPECT_TRUE(torch::equal(load_icv(dir, cfg), icv * 2));
+  // Another model's shapes are refused naming both.
+  ModelConfig other = cfg;
+  other.hidden_size *= 2;
+  other.name = "other";
+  EXPECT_THROW(load_icv(dir, other), Error);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Hdr, SubtractsLambdaTimesTheHarmVector) {

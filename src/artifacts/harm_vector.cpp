@@ -1,45 +1,41 @@
 // HDR (Hazra et al. 2024, methods.md 3a): theta' = theta_t - lambda * tau'_H where tau'_H keeps the
-// global top-k% of |theta_H - theta_b|. This file applies an artifact (and offers the global pruning
-// used to make one); computing tau_H needs a harmful fine-tune (src/train, later).
-#include "train/hdr.h"
+// global top-k% of |theta_H - theta_b|. This file applies an artifact and offers the global pruning.
+#include "artifacts/harm_vector.h"
 
 #include <map>
 
 #include "core/error.h"
-#include "io/safetensors.h"
 
 namespace safedec {
 
-int64_t apply_harm_vector(CausalLM& model, const std::string& path, double lambda) {
+int64_t apply_harm_vector(CausalLM& model, const HarmVector& harm, double lambda) {
   SAFEDEC_CHECK(std::isfinite(lambda), "HDR: lambda must be finite, got ", lambda);
-  auto file = SafetensorsFile::open(path);
   std::map<std::string, torch::Tensor> params;
   for (auto& kv : model.named_parameters()) params[kv.first] = kv.second;
   torch::NoGradGuard no_grad;
   int64_t edited = 0;
-  for (const auto& t : file->tensors()) {
-    auto it = params.find(t.name);
+  for (const auto& [name, tau] : harm.tau) {
+    auto it = params.find(name);
     if (it == params.end()) {
       std::string known;
       int shown = 0;
       for (const auto& kv : params)
         if (shown++ < 6) known += (known.empty() ? "" : ", ") + kv.first;
-      fail("HDR: the harm vector ", path, " has tensor '", t.name, "' that the model does not have (model names look like ",
-           known, ", ...)");
+      fail("HDR: the harm vector has tensor '", name, "' that the model does not have (model names look like ", known,
+           ", ...)");
     }
     torch::Tensor& w = it->second;
-    SAFEDEC_CHECK(static_cast<int64_t>(t.shape.size()) == w.dim() &&
-                      std::equal(t.shape.begin(), t.shape.end(), w.sizes().begin()),
-                  "HDR: tensor '", t.name, "' in ", path, " has shape ", torch::IntArrayRef(t.shape),
+    SAFEDEC_CHECK(tau.sizes() == w.sizes(), "HDR: tensor '", name, "' of the harm vector has shape ", tau.sizes(),
                   " but the model's is ", w.sizes());
-    std::vector<float> data = safetensors_to_float32(t);
-    torch::Tensor tau = torch::from_blob(data.data(), t.shape, torch::kFloat32);
-    SAFEDEC_CHECK(torch::isfinite(tau).all().item<bool>(), "HDR: tensor '", t.name, "' in ", path, " holds NaN/Inf");
     w.sub_((tau * lambda).to(w.device(), w.scalar_type()));
     ++edited;
   }
-  SAFEDEC_CHECK(edited > 0, "HDR: the harm vector ", path, " holds no tensors");
+  SAFEDEC_CHECK(edited > 0, "HDR: the harm vector holds no tensors");
   return edited;
+}
+
+int64_t apply_harm_vector(CausalLM& model, const std::string& path, double lambda) {
+  return apply_harm_vector(model, load_harm_vector(path, model.config()), lambda);
 }
 
 double prune_harm_vector_global(std::vector<torch::Tensor>& tau, double fraction) {

@@ -1,7 +1,7 @@
 // SHA-256 as specified in FIPS 180-4 section 6.2: 64-byte blocks, big-endian words, 64 rounds with
 // the constants K (fractional parts of the cube roots of the first 64 primes); padding with 0x80,
 // zeros and the 64-bit big-endian bit length.
-#include "eval/sha256.h"
+#include "core/sha256.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -1,0 +1,22 @@
+// File-system and process helpers shared by every module that writes run files or artifacts.
+#pragma once
+#include <optional>
+#include <string>
+
+namespace safedec {
+
+// Writes `content` to `path` through a temporary file in the same directory: write, fsync,
+// rename over the target, fsync the directory. Readers see the old or the new file, never a mix.
+void write_file_atomic(const std::string& path, const std::string& content);
+// fsync of a directory (after a rename inside it); best effort.
+void fsync_directory(const std::string& dir);
+
+// `git rev-parse HEAD` of `dir` (nullopt when git or the repository is unavailable), and whether the
+// work tree has uncommitted changes (nullopt when unknown).
+std::optional<std::string> git_commit(const std::string& dir);
+std::optional<bool> git_dirty(const std::string& dir);
+
+// The current time as "YYYY-MM-DDTHH:MM:SSZ".
+std::string utc_now_iso8601();
+
+}  // namespace safedec
