@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   add(safedec::cli::add_demo);
   add(safedec::cli::add_icv);
   add(safedec::cli::add_eval);
+  add(safedec::cli::add_train);
+  add(safedec::cli::add_data);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,692 @@
+// The training pipelines (see pipeline.h). Each pipeline declares its config keys once (ConfigSchema),
+// loads only training-split data (check_dataset_use), and writes its artifact through ArtifactWriter.
+#include "train/pipeline.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <numeric>
+
+#include "artifacts/typed.h"
+#include "core/config_schema.h"
+#include "core/error.h"
+#include "core/files.h"
+#include "core/paths.h"
+#include "core/sha256.h"
+#include "decoding/generator.h"
+#include "decoding/model_bundle.h"
+#include "decoding/strategies/common.h"
+#include "decoding/strategy_registry.h"
+#include "eval/dataset.h"
+#include "eval/progress.h"
+#include "eval/run_dir.h"
+#include "eval/svg.h"
+#include "train/lm_task.h"
+#include "train/probe.h"
+#include "train/sft_data.h"
+#include "train/trainer.h"
+
+namespace safedec {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// ---- settings every pipeline shares ----
+struct LoraSettings {
+  int64_t r = 16;
+  double alpha = 64;
+  double dropout = 0.1;
+  std::vector<std::string> targets = {"q_proj", "v_proj"};
+  std::vector<int64_t> layers;
+};
+
+struct CommonConfig {
+  std::string name, pipeline, model = "smollm2-135m-instruct";
+  uint64_t seed = 0;
+  int64_t threads = 0;
+  TrainLoopConfig loop;
+  std::string schedule = "linear";
+  int64_t max_seq_len = 384;
+  bool activation_checkpointing = false;
+  LoraSettings lora;
+};
+
+struct RunContext {
+  CommonConfig common;
+  std::string config_path, run_dir, config_hash;
+  TrainRunOptions options;
+  std::vector<std::string> dataset_files, model_files;
+  json counts = json::object();
+  std::vector<std::string> data_ids;
+  std::shared_ptr<ModelBundle> target;
+  std::string artifact_dir() const { return run_dir + "/artifact"; }
+};
+
+void declare_train(ConfigSchema& t, CommonConfig& c) {
+  auto& l = c.loop;
+  auto& o = l.optim;
+  t.add("epochs", l.epochs, "passes over the training set").range(1, 100000);
+  t.add("max_steps", l.max_steps, "stop after this many optimiser steps (0 = from epochs)").range(0, 1e9);
+  t.add("batch_size", l.batch_size, "examples per optimiser step").range(1, 65536);
+  t.add("micro_batch_size", l.micro_batch_size, "examples per forward/backward; smaller = gradient accumulation (0 = batch_size)")
+      .range(0, 65536);
+  t.add("lr", o.lr, "peak learning rate (AdamW)").range(1e-9, 1.0);
+  t.add("weight_decay", o.weight_decay, "decoupled weight decay").range(0, 0.99);
+  t.add("beta1", o.beta1, "AdamW beta1").range(0, 0.999999);
+  t.add("beta2", o.beta2, "AdamW beta2").range(0, 0.999999);
+  t.add("schedule", o.schedule, "learning-rate schedule after warmup").one_of({"constant", "linear", "cosine"});
+  t.add("warmup_steps", o.warmup_steps, "linear warmup steps (overrides warmup_ratio)").range(0, 1e9);
+  t.add("warmup_ratio", o.warmup_ratio, "warmup as a share of all steps").range(0, 0.99);
+  t.add("clip_grad_norm", o.clip_grad_norm, "global gradient-norm clip (0 = off)").range(0, 1e6);
+  t.add("checkpoint_every", l.checkpoint_every, "steps between checkpoints (0 = only at the end)").range(0, 1e9);
+  t.add("keep_checkpoints", l.keep_checkpoints, "checkpoints kept").range(1, 1000);
+  t.add("max_seq_len", c.max_seq_len, "tokens per training sequence (prompt + response)").range(8, 32768);
+  t.add("activation_checkpointing", c.activation_checkpointing, "recompute layers in the backward pass (less memory)");
+  t.add("shuffle", l.shuffle, "seeded shuffling of the examples every epoch");
+}
+
+void declare_lora(ConfigSchema& s, LoraSettings& l) {
+  s.add("r", l.r, "LoRA rank").range(1, 4096);
+  s.add("alpha", l.alpha, "LoRA alpha (scale = alpha / r)").range(1e-6, 1e6);
+  s.add("dropout", l.dropout, "dropout on the adapter input while training").range(0, 0.95);
+  s.add("targets", l.targets, "linear layers with an adapter")
+      .one_of({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"});
+  s.add("layers", l.layers, "decoder layers with adapters (empty = all)").range(0, 100000);
+}
+
+std::shared_ptr<LoraAdapter> make_lora(const LoraSettings& s, const ModelConfig& cfg, uint64_t seed) {
+  LoraAdapter::Options o;
+  o.rank = s.r;
+  o.alpha = s.alpha;
+  o.dropout = s.dropout;
+  o.targets = s.targets;
+  o.layers = s.layers;
+  o.seed = seed;
+  for (int64_t l : s.layers)
+    SAFEDEC_CHECK(l < cfg.n_layers, "lora.layers names layer ", l, " but ", cfg.name, " has ", cfg.n_layers);
+  return std::make_shared<LoraAdapter>(cfg, o);
+}
+
+// Loads a training-split dataset by name (an evaluation set is refused by the split rule).
+std::vector<Example> load_train_dataset(RunContext& ctx, const std::string& name, size_t limit, uint64_t seed) {
+  const DatasetRegistry reg = DatasetRegistry::builtin();
+  const DatasetSpec& spec = reg.get(name);
+  check_dataset_use(spec, DatasetUse::Train);
+  DatasetLoadOptions lo;
+  lo.limit = limit;
+  lo.seed = seed;
+  Dataset d = load_dataset(spec, lo);
+  for (const auto& f : d.files)
+    if (std::find(ctx.dataset_files.begin(), ctx.dataset_files.end(), f) == ctx.dataset_files.end())
+      ctx.dataset_files.push_back(f);
+  ctx.counts["rows." + name] = d.examples.size();
+  for (const auto& e : d.examples) ctx.data_ids.push_back(name + "/" + e.id);
+  return d.examples;
+}
+
+ArtifactManifest new_manifest(const RunContext& ctx, ArtifactKind kind, const ModelConfig& model,
+                              const std::string& model_file) {
+  ArtifactManifest m;
+  m.kind = kind;
+  m.model = ModelIdentity::of(model, model_file.empty() ? std::string() : sha256_file(model_file));
+  YAML::Node cfg = YAML::LoadFile(ctx.run_dir + "/config.resolved.yaml");
+  // The resolved config as JSON text (YAML stays the source of truth in the run directory).
+  m.training_config = {{"config", canonical_yaml(cfg)}, {"config_sha256", ctx.config_hash}};
+  m.data_ids_sha256 = data_ids_hash(ctx.data_ids);
+  m.seed = ctx.common.seed;
+  return m;
+}
+
+double mean_nll(LmTask& task, int64_t micro) {
+  double s = 0, n = 0;
+  for (int64_t lo = 0; lo < task.size(); lo += micro) {
+    std::vector<int64_t> idx;
+    for (int64_t i = lo; i < std::min(task.size(), lo + micro); ++i) idx.push_back(i);
+    auto [sums, counts] = task.evaluate(idx);
+    for (size_t k = 0; k < sums.size(); ++k) {
+      s += sums[k];
+      n += counts[k];
+    }
+  }
+  return n > 0 ? s / n : 0.0;
+}
+
+// Runs the trainer over an LmTask and records its metrics.
+TrainResult train_lm(RunContext& ctx, LmTask& task, json& metrics) {
+  TrainLoopConfig loop = ctx.common.loop;
+  loop.seed = ctx.common.seed;
+  loop.stop_after = ctx.options.stop_after;
+  const int64_t micro = loop.micro_batch_size > 0 ? loop.micro_batch_size : loop.batch_size;
+  int64_t targets = 0;
+  for (const auto& e : task.examples()) targets += e.target_count();
+  std::cerr << "[train] " << task.size() << " examples, " << targets << " target tokens\n";
+  if (ctx.options.resume == false || !fs::exists(ctx.run_dir + "/checkpoints"))
+    metrics["nll_before"] = mean_nll(task, micro);
+  Trainer trainer(task, loop, ctx.run_dir, ctx.config_hash);
+  TrainResult r = trainer.run(ctx.options.resume);
+  metrics["train"] = r.metrics();
+  metrics["examples"] = task.size();
+  metrics["target_tokens"] = targets;
+  if (!r.stopped_early) metrics["nll_after"] = mean_nll(task, micro);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipelines.
+class Pipeline {
+ public:
+  virtual ~Pipeline() = default;
+  virtual void declare(ConfigSchema& top) = 0;
+  // Trains and writes the artifact; returns metrics. Returns false in `complete` when stopped early.
+  virtual bool run(RunContext& ctx, json& metrics) = 0;
+};
+
+// SafeDecoding's expert (methods.md 4): LoRA r 16 / alpha 64 / dropout 0.1 on the target, trained on
+// the refusal_sft pairs rendered with the target's chat template.
+class SafeDecodingExpert : public Pipeline {
+ public:
+  void declare(ConfigSchema& top) override {
+    data_.add("dataset", dataset_, "training-split dataset of \"USER: ... ASSISTANT: ...\" texts").required();
+    data_.add("limit", limit_, "rows used (0 = all)").range(0, 1e9);
+    top.section("data", data_);
+  }
+  bool run(RunContext& ctx, json& metrics) override {
+    auto& b = *ctx.target;
+    const auto rows = load_train_dataset(ctx, dataset_, static_cast<size_t>(limit_), ctx.common.seed);
+    std::vector<LmExample> ex;
+    for (const auto& r : rows) {
+      auto [user, answer] = split_vicuna_text(r.prompt, dataset_ + " row " + r.id);
+      ex.push_back(chat_example(b, r.id, user, answer, std::nullopt, {}, ctx.common.max_seq_len));
+    }
+    auto lora = make_lora(ctx.common.lora, b.model->config(), ctx.common.seed);
+    LmTaskOptions opt;
+    opt.lora = lora;
+    opt.activation_checkpointing = ctx.common.activation_checkpointing;
+    LmTask task(b.model, std::move(ex), opt);
+    TrainResult r = train_lm(ctx, task, metrics);
+    if (r.stopped_early) return false;
+    ArtifactWriter w(ctx.artifact_dir(), new_manifest(ctx, ArtifactKind::Lora, b.model->config(), b.entry.path), true);
+    w.manifest().metrics = metrics;
+    write_lora_adapter(w, *lora, b.entry.name);
+    w.commit();
+    return true;
+  }
+
+ private:
+  ConfigSchema data_{"`data`"};
+  std::string dataset_ = "refusal_sft_vicuna";
+  int64_t limit_ = 0;
+};
+
+// NGSD's safety expert (methods.md 1): deep-alignment SFT on (instruction, harmful prefix, refusal)
+// examples + utility anchors.
+class NgsdExpert : public Pipeline {
+ public:
+  void declare(ConfigSchema& top) override {
+    data_.add("triplets", triplets_, "deep-alignment data: a `safedec data build` output directory or its data.jsonl")
+        .required();
+    data_.add("prefix_probability", aug_.prefix_probability, "share of safety examples with a harmful prefix")
+        .range(0, 1);
+    data_.add("max_prefix_tokens", aug_.max_prefix_tokens, "k ~ U[1, min(this, len)] harmful tokens").range(1, 4096);
+    data_.add("limit_safety", limit_safety_, "safety rows used (0 = all)").range(0, 1e9);
+    data_.add("limit_anchor", limit_anchor_, "anchor rows used (0 = all)").range(0, 1e9);
+    top.section("data", data_);
+    expert_.add("kind", kind_, "lora: adapter on the target; truncated: first `layers` layers of the target, "
+                               "fully fine-tuned; model: full fine-tune of `model`")
+        .one_of({"lora", "truncated", "model"});
+    expert_.add("layers", layers_, "truncated: layers kept").range(1, 100000);
+    expert_.add("model", expert_model_, "model: the expert's base (registered name or path)");
+    expert_.add("freeze_embeddings", freeze_embeddings_, "truncated/model: keep the token embeddings and head frozen");
+    top.section("expert", expert_);
+  }
+  bool run(RunContext& ctx, json& metrics) override {
+    std::string path = resolve_artifact_path(triplets_);
+    if (fs::is_directory(path)) path += "/data.jsonl";
+    SAFEDEC_CHECK(fs::is_regular_file(path), "ngsd_expert: the triplets file ", path,
+                  " does not exist; build it with: safedec data build --config configs/data/deep_alignment.yaml");
+    auto rows = read_alignment_rows(path);
+    ctx.dataset_files.push_back(path);
+    std::vector<AlignmentRow> safety, anchor;
+    for (auto& r : rows) (r.kind == "safety" ? safety : anchor).push_back(std::move(r));
+    if (limit_safety_ > 0 && static_cast<int64_t>(safety.size()) > limit_safety_) safety.resize(limit_safety_);
+    if (limit_anchor_ > 0 && static_cast<int64_t>(anchor.size()) > limit_anchor_) anchor.resize(limit_anchor_);
+    SAFEDEC_CHECK(!safety.empty(), "ngsd_expert: ", path, " holds no safety rows");
+    rows = safety;
+    rows.insert(rows.end(), anchor.begin(), anchor.end());
+    for (const auto& r : rows) ctx.data_ids.push_back(r.id);
+    ctx.counts["safety_rows"] = safety.size();
+    ctx.counts["anchor_rows"] = anchor.size();
+
+    // The model that is trained, and the bundle whose chat template renders its examples.
+    std::shared_ptr<ModelBundle> expert_bundle = ctx.target;
+    std::shared_ptr<CausalLM> model;
+    std::shared_ptr<LoraAdapter> lora;
+    LmTaskOptions opt;
+    opt.activation_checkpointing = ctx.common.activation_checkpointing;
+    opt.freeze_embeddings = freeze_embeddings_;
+    const auto& tcfg = ctx.target->model->config();
+    if (kind_ == "lora") {
+      model = ctx.target->model;
+      lora = make_lora(ctx.common.lora, tcfg, ctx.common.seed);
+      opt.lora = lora;
+    } else if (kind_ == "truncated") {
+      SAFEDEC_CHECK(layers_ <= tcfg.n_layers, "ngsd_expert: expert.layers is ", layers_, " but the target has ",
+                    tcfg.n_layers);
+      model = ctx.target->model->truncated(layers_)->deep_copy();
+      opt.train_full = true;
+    } else {
+      SAFEDEC_CHECK(!expert_model_.empty(), "ngsd_expert: expert.kind model needs expert.model");
+      expert_bundle = std::make_shared<ModelBundle>(load_model_bundle(expert_model_));
+      ctx.model_files.push_back(expert_bundle->entry.path);
+      SAFEDEC_CHECK(expert_bundle->model->config().vocab_size == tcfg.vocab_size, "ngsd_expert: the expert ",
+                    expert_model_, " has a vocabulary of ", expert_bundle->model->config().vocab_size,
+                    " but the target has ", tcfg.vocab_size, "; NGSD needs a shared vocabulary");
+      model = expert_bundle->model;
+      opt.train_full = true;
+    }
+    int64_t augmented = 0;
+    auto ex = deep_alignment_examples(*expert_bundle, rows, aug_, ctx.common.max_seq_len, &augmented);
+    ctx.counts["augmented_safety_examples"] = augmented;
+    metrics["augmented_safety_examples"] = augmented;
+    LmTask task(model, std::move(ex), opt);
+    TrainResult r = train_lm(ctx, task, metrics);
+    if (r.stopped_early) return false;
+    if (kind_ == "lora") {
+      ArtifactWriter w(ctx.artifact_dir(), new_manifest(ctx, ArtifactKind::Lora, tcfg, ctx.target->entry.path), true);
+      w.manifest().metrics = metrics;
+      write_lora_adapter(w, *lora, ctx.target->entry.name);
+      w.commit();
+    } else {
+      const auto& base = kind_ == "truncated" ? *ctx.target : *expert_bundle;
+      ArtifactWriter w(ctx.artifact_dir(),
+                       new_manifest(ctx, ArtifactKind::ExpertWeights, base.model->config(), base.entry.path), true);
+      w.manifest().metrics = metrics;
+      write_expert_weights(w, *model, base.entry.name);
+      w.commit();
+    }
+    return true;
+  }
+
+ private:
+  ConfigSchema data_{"`data`"}, expert_{"`expert`"};
+  std::string triplets_ = ".cache/data/deep_alignment";
+  AugmentOptions aug_;
+  int64_t limit_safety_ = 0, limit_anchor_ = 0;
+  std::string kind_ = "lora";
+  int64_t layers_ = 10;
+  std::string expert_model_;
+  bool freeze_embeddings_ = false;
+};
+
+// Prompts of several training datasets, with a label.
+struct LabeledPrompt {
+  std::string id, text;
+  int label = 0;
+};
+
+std::vector<LabeledPrompt> labeled_prompts(RunContext& ctx, const std::vector<std::string>& names, int label,
+                                           int64_t limit) {
+  std::vector<LabeledPrompt> out;
+  for (const auto& n : names)
+    for (const auto& e : load_train_dataset(ctx, n, static_cast<size_t>(limit), ctx.common.seed))
+      out.push_back({n + "/" + e.id, e.prompt, label});
+  return out;
+}
+
+// Final-normed hidden state of each prompt's last token, exactly as NGSD's prefill computes it.
+torch::Tensor prompt_features(const ModelBundle& b, const std::vector<LabeledPrompt>& prompts, int64_t batch,
+                              int64_t max_tokens) {
+  torch::InferenceMode guard;
+  std::vector<torch::Tensor> out;
+  ProgressBar bar("features", prompts.size());
+  for (size_t lo = 0; lo < prompts.size(); lo += static_cast<size_t>(batch)) {
+    std::vector<BranchRow> rows;
+    for (size_t i = lo; i < std::min(prompts.size(), lo + batch); ++i) {
+      StrategyPrompt p = b.make_prompt(prompts[i].id, prompts[i].text);
+      if (static_cast<int64_t>(p.ids.size()) > max_tokens) p.ids.erase(p.ids.begin(), p.ids.end() - max_tokens);
+      rows.push_back(prompt_row(p));
+    }
+    KvCache cache;
+    torch::Tensor hidden;
+    prefill_rows(*b.model, rows, 0, b.pad_id(), cache, nullptr, &hidden, nullptr);
+    out.push_back(hidden.to(torch::kCPU, torch::kFloat32).clone());
+    bar.tick(rows.size());
+  }
+  bar.finish();
+  return torch::cat(out);
+}
+
+// NGSD's risk neuron: logistic regression on the prompt's hidden state (harmful 1 / benign 0).
+class RiskProbePipeline : public Pipeline {
+ public:
+  void declare(ConfigSchema& top) override {
+    data_.add("harmful", harmful_, "training-split datasets of harmful prompts").required();
+    data_.add("benign", benign_, "training-split datasets of benign prompts").required();
+    data_.add("limit_per_dataset", limit_, "prompts per dataset (seeded sample, 0 = all)").range(0, 1e9);
+    data_.add("holdout", holdout_, "share held out for AUROC").range(0.05, 0.5);
+    data_.add("batch_size", batch_, "prompts per feature-extraction forward").range(1, 1024);
+    data_.add("max_prompt_tokens", max_tokens_, "prompts longer than this keep their last tokens").range(8, 32768);
+    top.section("data", data_);
+  }
+  bool run(RunContext& ctx, json& metrics) override {
+    auto& b = *ctx.target;
+    auto prompts = labeled_prompts(ctx, harmful_, 1, limit_);
+    const size_t n_harm = prompts.size();
+    auto ben = labeled_prompts(ctx, benign_, 0, limit_);
+    prompts.insert(prompts.end(), ben.begin(), ben.end());
+    ctx.counts["harmful_prompts"] = n_harm;
+    ctx.counts["benign_prompts"] = ben.size();
+    // Held-out split by a seeded key of the id (the same split on every run).
+    std::vector<size_t> order(prompts.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t c) {
+      return sample_key(ctx.common.seed, prompts[a].id) < sample_key(ctx.common.seed, prompts[c].id);
+    });
+    const size_t n_hold = static_cast<size_t>(holdout_ * static_cast<double>(prompts.size()));
+    std::vector<int64_t> train_idx, hold_idx;
+    for (size_t i = 0; i < order.size(); ++i) (i < n_hold ? hold_idx : train_idx).push_back(order[i]);
+    std::cerr << "[train] risk probe: " << n_harm << " harmful + " << ben.size() << " benign prompts, "
+              << hold_idx.size() << " held out\n";
+    torch::Tensor feats = prompt_features(b, prompts, batch_, max_tokens_);
+    std::vector<float> lab;
+    for (const auto& p : prompts) lab.push_back(static_cast<float>(p.label));
+    torch::Tensor labels = torch::tensor(lab);
+    auto tr = torch::tensor(train_idx, torch::kInt64), ho = torch::tensor(hold_idx, torch::kInt64);
+    ProbeTask task(feats.index_select(0, tr), labels.index_select(0, tr));
+    TrainLoopConfig loop = ctx.common.loop;
+    loop.seed = ctx.common.seed;
+    loop.stop_after = ctx.options.stop_after;
+    if (loop.batch_size > static_cast<int64_t>(train_idx.size())) loop.batch_size = static_cast<int64_t>(train_idx.size());
+    if (loop.micro_batch_size > loop.batch_size) loop.micro_batch_size = 0;
+    Trainer trainer(task, loop, ctx.run_dir, ctx.config_hash);
+    TrainResult r = trainer.run(ctx.options.resume);
+    metrics["train"] = r.metrics();
+    if (r.stopped_early) return false;
+    auto evaluate = [&](const torch::Tensor& idx, const std::string& part) {
+      auto p = task.predict(feats.index_select(0, idx));
+      std::vector<double> s;
+      std::vector<int> l;
+      int64_t correct = 0, harm = 0, harm_high = 0, benign = 0, benign_low = 0;
+      for (int64_t i = 0; i < idx.size(0); ++i) {
+        const double prob = p[i].item<double>();
+        const int y = prompts[idx[i].item<int64_t>()].label;
+        s.push_back(prob);
+        l.push_back(y);
+        correct += ((prob >= 0.5) == (y == 1)) ? 1 : 0;
+        const double risk = 10.0 * prob;  // NGSD's r; alpha 0.9 for r > 6, 0.1 for r < 5
+        if (y) {
+          ++harm;
+          harm_high += risk > 6 ? 1 : 0;
+        } else {
+          ++benign;
+          benign_low += risk < 5 ? 1 : 0;
+        }
+      }
+      metrics[part] = {{"auroc", auroc(s, l)},
+                       {"accuracy", static_cast<double>(correct) / static_cast<double>(idx.size(0))},
+                       {"harmful_alpha_0.9_share", harm ? static_cast<double>(harm_high) / harm : 0.0},
+                       {"benign_alpha_0.1_share", benign ? static_cast<double>(benign_low) / benign : 0.0},
+                       {"n", idx.size(0)}};
+    };
+    evaluate(tr, "train_split");
+    evaluate(ho, "holdout");
+    std::cerr << "[train] risk probe held-out AUROC " << metrics["holdout"]["auroc"].get<double>() << ", accuracy "
+              << metrics["holdout"]["accuracy"].get<double>() << "\n";
+    auto [w, bias] = task.raw_probe();
+    RiskProbe probe{w, bias, -1, "last"};
+    ArtifactWriter aw(ctx.artifact_dir(), new_manifest(ctx, ArtifactKind::RiskProbe, b.model->config(), b.entry.path),
+                      true);
+    aw.manifest().metrics = metrics;
+    write_risk_probe(aw, probe);
+    aw.commit();
+    return true;
+  }
+
+ private:
+  ConfigSchema data_{"`data`"};
+  std::vector<std::string> harmful_, benign_;
+  int64_t limit_ = 300, batch_ = 16, max_tokens_ = 512;
+  double holdout_ = 0.2;
+};
+
+// LIF calibration (methods.md 1): NGSD with the configured expert decodes benign training prompts with
+// alpha 0 (mixing off, so the path is the target's own greedy path); the per-token TV distances give
+// the smallest theta at which the gate fires on at most `target_fire_rate` of the benign tokens.
+class NgsdGatePipeline : public Pipeline {
+ public:
+  void declare(ConfigSchema& top) override {
+    data_.add("benign", benign_, "training-split datasets of benign prompts").required();
+    data_.add("harmful", harmful_, "training-split datasets of harmful prompts (fire rate reported)");
+    data_.add("limit_per_dataset", limit_, "prompts per dataset (seeded sample)").range(1, 1e9);
+    data_.add("max_new_tokens", max_new_, "tokens decoded per prompt").range(1, 4096);
+    data_.add("batch_size", batch_, "prompts per batch").range(1, 256);
+    top.section("data", data_);
+    gate_.add("target_fire_rate", target_rate_, "share of benign tokens the gate may fire on").range(0, 0.99);
+    gate_.add("tau", tau_, "LIF time constant (kept)").range(1.0001, 1e6);
+    gate_.add("reset", reset_, "soft-reset factor (kept)").range(0, 1);
+    top.section("gate", gate_);
+    top.passthrough("ngsd", "the NGSD method settings whose expert is calibrated (keys of configs/methods/ngsd.yaml)");
+    top_ = &top;
+  }
+  bool run(RunContext& ctx, json& metrics) override {
+    auto& b = *ctx.target;
+    MethodConfig mc = parse_method_config("ngsd", top_->node("ngsd"), ctx.config_path);
+    mc.ngsd.risk = "fixed";
+    mc.ngsd.alpha = 0.0;  // record TV along the target's own path
+    mc.ngsd.gate.clear();
+    std::map<std::string, std::vector<float>> tv;
+    MethodFactory factory(mc, b, [&](const json& j) {
+      if (j.value("method", "") == "ngsd") tv[j.at("id").get<std::string>()].push_back(j.at("tv").get<float>());
+    });
+    auto decode = [&](const std::vector<LabeledPrompt>& prompts, const std::string& what) {
+      std::vector<std::vector<float>> seqs;
+      GenerationOptions go = b.generation_options();
+      go.max_new_tokens = max_new_;
+      Generator gen(go);
+      ProgressBar bar("gate " + what, prompts.size());
+      torch::InferenceMode guard;
+      for (size_t lo = 0; lo < prompts.size(); lo += static_cast<size_t>(batch_)) {
+        std::vector<StrategyPrompt> sp;
+        for (size_t i = lo; i < std::min(prompts.size(), lo + batch_); ++i)
+          sp.push_back(b.make_prompt(prompts[i].id, prompts[i].text));
+        tv.clear();
+        auto strategy = factory.make();
+        gen.run(*strategy, sp);
+        for (const auto& p : sp) seqs.push_back(tv[p.id]);
+        bar.tick(sp.size());
+      }
+      bar.finish();
+      return seqs;
+    };
+    auto benign = decode(labeled_prompts(ctx, benign_, 0, limit_), "benign");
+    std::vector<std::vector<float>> harmful;
+    if (!harmful_.empty()) harmful = decode(labeled_prompts(ctx, harmful_, 1, limit_), "harmful");
+    const double theta = calibrate_lif_theta(benign, tau_, reset_, target_rate_);
+    auto mean_tv = [](const std::vector<std::vector<float>>& s) {
+      double sum = 0, n = 0;
+      for (const auto& x : s)
+        for (float v : x) {
+          sum += v;
+          n += 1;
+        }
+      return n > 0 ? sum / n : 0.0;
+    };
+    auto first_tv = [](const std::vector<std::vector<float>>& s) {
+      double sum = 0, n = 0;
+      for (const auto& x : s)
+        if (!x.empty()) {
+          sum += x[0];
+          n += 1;
+        }
+      return n > 0 ? sum / n : 0.0;
+    };
+    metrics["theta"] = theta;
+    metrics["benign_fire_rate"] = lif_fire_rate(benign, tau_, theta, reset_);
+    metrics["benign_fire_rate_at_theta_1"] = lif_fire_rate(benign, tau_, 1.0, reset_);
+    metrics["benign_mean_tv"] = mean_tv(benign);
+    metrics["benign_first_token_tv"] = first_tv(benign);
+    if (!harmful.empty()) {
+      metrics["harmful_fire_rate"] = lif_fire_rate(harmful, tau_, theta, reset_);
+      metrics["harmful_fire_rate_at_theta_1"] = lif_fire_rate(harmful, tau_, 1.0, reset_);
+      metrics["harmful_mean_tv"] = mean_tv(harmful);
+      metrics["harmful_first_token_tv"] = first_tv(harmful);
+      int64_t fired_first = 0;
+      for (const auto& x : harmful) fired_first += (!x.empty() && x[0] >= theta) ? 1 : 0;
+      metrics["harmful_prompts_firing_on_token_1"] = static_cast<double>(fired_first) / harmful.size();
+    }
+    std::cerr << "[train] gate: theta " << theta << " (tau " << tau_ << ", reset " << reset_ << "), benign fire rate "
+              << metrics["benign_fire_rate"].get<double>()
+              << (harmful.empty() ? std::string()
+                                  : ", harmful " + std::to_string(metrics["harmful_fire_rate"].get<double>()))
+              << "\n";
+    write_fire_rate_plot(ctx.run_dir + "/gate_calibration.svg", benign, harmful, theta);
+    ArtifactWriter w(ctx.artifact_dir(),
+                     new_manifest(ctx, ArtifactKind::GateCalibration, b.model->config(), b.entry.path), true);
+    w.manifest().metrics = metrics;
+    w.manifest().params["expert"] = mc.ngsd.expert;
+    w.manifest().params["expert_adapter"] = mc.ngsd.expert_adapter;
+    w.manifest().params["expert_weights"] = mc.ngsd.expert_weights;
+    write_gate_calibration(w, GateCalibration{tau_, theta, reset_, target_rate_});
+    w.commit();
+    return true;
+  }
+
+ private:
+  void write_fire_rate_plot(const std::string& path, const std::vector<std::vector<float>>& benign,
+                            const std::vector<std::vector<float>>& harmful, double theta) const {
+    XyChart c;
+    c.title = "LIF gate fire rate against the threshold theta";
+    c.subtitle = "tau " + std::to_string(tau_) + ", reset " + std::to_string(reset_) + "; chosen theta " +
+                 std::to_string(theta);
+    c.x.label = "theta";
+    c.y.label = "share of tokens that fire";
+    c.y.percent = true;
+    auto curve = [&](const std::vector<std::vector<float>>& s, const std::string& label) {
+      XySeries x;
+      x.label = label;
+      x.markers = false;
+      for (int i = 1; i <= 60; ++i) {
+        const double t = tau_ * i / 60.0 * 0.5;
+        x.x.push_back(t);
+        x.y.push_back(lif_fire_rate(s, tau_, t, reset_));
+      }
+      return x;
+    };
+    c.series.push_back(curve(benign, "benign prompts"));
+    if (!harmful.empty()) c.series.push_back(curve(harmful, "harmful prompts"));
+    c.hlines.push_back(HLine{target_rate_, "target benign rate"});
+    write_file_atomic(path, render_xy_chart(c));
+  }
+
+  ConfigSchema data_{"`data`"}, gate_{"`gate`"};
+  ConfigSchema* top_ = nullptr;
+  std::vector<std::string> benign_, harmful_;
+  int64_t limit_ = 24, max_new_ = 32, batch_ = 8;
+  double target_rate_ = 0.05, tau_ = 8.0, reset_ = 0.6;
+};
+
+std::unique_ptr<Pipeline> make_pipeline(const std::string& name) {
+  if (name == "safedecoding_expert") return std::make_unique<SafeDecodingExpert>();
+  if (name == "ngsd_expert") return std::make_unique<NgsdExpert>();
+  if (name == "risk_probe") return std::make_unique<RiskProbePipeline>();
+  if (name == "ngsd_gate") return std::make_unique<NgsdGatePipeline>();
+  std::string known;
+  for (const auto& k : known_pipelines()) known += (known.empty() ? "" : ", ") + k;
+  fail("unknown training pipeline '", name, "'; known pipelines: ", known);
+}
+
+}  // namespace
+
+std::vector<std::string> known_pipelines() { return {"safedecoding_expert", "ngsd_expert", "risk_probe", "ngsd_gate"}; }
+
+std::string default_train_dir(const std::string& config_path) {
+  return source_dir() + "/.cache/train/" + fs::path(config_path).stem().string();
+}
+
+TrainRunResult run_train_config(const std::string& config_path, const TrainRunOptions& options) {
+  SAFEDEC_CHECK(file_exists(config_path), "the train config ", config_path, " does not exist");
+  YAML::Node node;
+  try {
+    node = YAML::LoadFile(config_path);
+  } catch (const YAML::Exception& e) {
+    fail(config_path, ":", e.mark.line + 1, ":", e.mark.column + 1, ": malformed YAML: ", e.msg);
+  }
+  SAFEDEC_CHECK(node.IsMap(), config_path, ": the train config must be a YAML mapping");
+  SAFEDEC_CHECK(node["pipeline"] && node["pipeline"].IsScalar(), config_path,
+                ": the train config needs `pipeline:` (one of ", [] {
+                  std::string k;
+                  for (const auto& p : known_pipelines()) k += (k.empty() ? "" : ", ") + p;
+                  return k;
+                }(), ")");
+  auto pipeline = make_pipeline(node["pipeline"].Scalar());
+
+  RunContext ctx;
+  ctx.config_path = config_path;
+  ctx.options = options;
+  CommonConfig& c = ctx.common;
+  c.name = fs::path(config_path).stem().string();
+  ConfigSchema top("the train config"), train("`train`"), lora("`lora`");
+  top.add("name", c.name, "run name");
+  top.add("pipeline", c.pipeline, "what is trained").one_of(known_pipelines());
+  top.add("model", c.model, "the target model (registered name or path)");
+  top.add("seed", c.seed, "seed of shuffling, initialisation, augmentation and dropout");
+  top.add("threads", c.threads, "CPU threads (0 = all cores)").range(0, 1024);
+  declare_train(train, c);
+  top.section("train", train);
+  declare_lora(lora, c.lora);
+  top.section("lora", lora);
+  pipeline->declare(top);
+  top.parse(node, config_path);
+  c.loop.validate(config_path + " (train)");
+
+  const YAML::Node resolved = top.dump();
+  ctx.config_hash = sha256_hex(canonical_yaml(resolved));
+  ctx.run_dir = options.out.empty() ? default_train_dir(config_path) : options.out;
+  RunDirOptions ro;
+  ro.resume = options.resume;
+  ro.force = options.force;
+  RunDirectory rd = RunDirectory::open(ctx.run_dir, resolved, ro);
+  TrainRunResult result;
+  result.run_dir = ctx.run_dir;
+  if (rd.resumed() && is_artifact_dir(ctx.artifact_dir()) && fs::exists(ctx.run_dir + "/metrics.json")) {
+    std::cerr << "[train] " << ctx.run_dir << " is complete; artifact " << ctx.artifact_dir() << "\n";
+    result.artifact = ctx.artifact_dir();
+    result.complete = true;
+    return result;
+  }
+  if (c.threads > 0) torch::set_num_threads(static_cast<int>(c.threads));
+  const auto t0 = std::chrono::steady_clock::now();
+  ctx.target = std::make_shared<ModelBundle>(load_model_bundle(c.model));
+  ctx.model_files.push_back(ctx.target->entry.path);
+  std::cerr << "[train] " << c.pipeline << " on " << ctx.target->entry.name << " -> " << ctx.run_dir << "\n";
+  json metrics = json::object();
+  const bool complete = pipeline->run(ctx, metrics);
+  metrics["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  metrics["counts"] = ctx.counts;
+  ManifestInputs mi;
+  mi.seeds = {{"train", c.seed}};
+  mi.model_files = ctx.model_files;
+  mi.dataset_files = ctx.dataset_files;
+  mi.extra = {{"pipeline", c.pipeline}, {"complete", complete}, {"counts", ctx.counts},
+              {"data_ids_sha256", data_ids_hash(ctx.data_ids)}, {"torch_threads", torch::get_num_threads()}};
+  rd.write_manifest(mi);
+  result.metrics = metrics;
+  result.complete = complete;
+  if (complete) {
+    write_file_atomic(ctx.run_dir + "/metrics.json", metrics.dump(2) + "\n");
+    result.artifact = ctx.artifact_dir();
+    std::cerr << "[train] artifact " << result.artifact << "\n";
+  } else {
+    std::cerr << "[train] stopped after step " << options.stop_after << "; continue with --resume\n";
+  }
+  return result;
+}
+
+}  // namespace safedec

@@ -1,0 +1,293 @@
+// `safedec train` end to end on the real default model (SmolLM2-135M-Instruct), small versions of
+// every pipeline: the run directory holds the resolved config, manifest, metrics, loss log/curve and a
+// valid artifact that the decoding strategies load; a killed run resumed with --resume ends with the
+// same artifact as an uninterrupted one; bad configs, evaluation sets and artifacts for another model
+// are refused with exit 2 and a clear message. Harmful text never reaches the console.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "artifacts/typed.h"
+#include "core/paths.h"
+#include "core/sha256.h"
+#include "decoding/generator.h"
+#include "decoding/model_bundle.h"
+#include "decoding/strategy_registry.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace safedec;
+
+namespace {
+
+struct RunResult {
+  int code = -1;
+  std::string out;  // stdout + stderr
+};
+
+RunResult run(const std::string& args) {
+  RunResult r;
+  const std::string cmd = std::string(SAFEDEC_BUILD_DIR) + "/safedec " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string base_dir() {
+  const std::string d = std::string(SAFEDEC_BUILD_DIR) + "/train_test";
+  fs::create_directories(d);
+  return d;
+}
+
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string path = base_dir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << "missing " << path;
+  return json::parse(in);
+}
+
+const ModelBundle& bundle() {
+  static ModelBundle b = load_model_bundle("smollm2-135m-instruct");
+  return b;
+}
+
+// The few-step SafeDecoding expert (4 steps of 4 examples).
+std::string safedecoding_config(int64_t steps, int64_t checkpoint_every) {
+  std::ostringstream s;
+  s << "pipeline: safedecoding_expert\nmodel: smollm2-135m-instruct\nseed: 3\n"
+    << "data: {dataset: refusal_sft_vicuna, limit: 8}\n"
+    << "lora: {r: 4, alpha: 16, dropout: 0.1, targets: [q_proj, v_proj]}\n"
+    << "train: {max_steps: " << steps << ", batch_size: 2, micro_batch_size: 1, lr: 2.0e-3, checkpoint_every: "
+    << checkpoint_every << ", max_seq_len: 96}\n";
+  return s.str();
+}
+
+// A small deep-alignment file written for the test (benign-looking texts; the trainer only sees tokens).
+std::string triplets_file() {
+  std::ostringstream s;
+  const char* refusals[] = {"I'm sorry, but I can't help with that request.", "I cannot assist with that."};
+  for (int i = 0; i < 6; ++i)
+    s << json{{"id", "safety/test/" + std::to_string(i)},
+              {"kind", "safety"},
+              {"instruction", "Explain step " + std::to_string(i) + " of the forbidden procedure."},
+              {"harmful_answer", "Sure, here is step " + std::to_string(i) + ": first you take the parts and then"},
+              {"refusal", refusals[i % 2]}}
+             .dump()
+      << "\n";
+  for (int i = 0; i < 4; ++i)
+    s << json{{"id", "anchor/test/" + std::to_string(i)},
+              {"kind", "anchor"},
+              {"instruction", "Name a colour number " + std::to_string(i) + "."},
+              {"response", "Blue is a colour often seen in the sky."}}
+             .dump()
+      << "\n";
+  return write_file("triplets.jsonl", s.str());
+}
+
+}  // namespace
+
+TEST(TrainReal, SafeDecodingExpertWritesARunDirectoryAndALoadableAdapter) {
+  const std::string cfg = write_file("sd.yaml", safedecoding_config(4, 2));
+  const std::string out = base_dir() + "/sd_run";
+  fs::remove_all(out);
+  RunResult r = run("train --config " + cfg + " --out " + out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* f : {"config.resolved.yaml", "manifest.json", "metrics.json", "train_log.jsonl", "loss_curve.svg",
+                        "artifact/manifest.json", "artifact/adapter_config.json", "artifact/adapter_model.safetensors"})
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  const json m = read_json(out + "/metrics.json");
+  EXPECT_EQ(m["train"]["steps"], 4);
+  EXPECT_TRUE(m["nll_before"].is_number() && m["nll_after"].is_number());
+  EXPECT_LT(m["nll_after"].get<double>(), m["nll_before"].get<double>()) << m.dump();
+  const json cfg_json = read_json(out + "/artifact/adapter_config.json");
+  EXPECT_EQ(cfg_json["peft_type"], "LORA");
+  EXPECT_EQ(cfg_json["r"], 4);
+  // The artifact records the model and the data it was trained on, and the strategies load it.
+  const ArtifactDir a = open_artifact(out + "/artifact", ArtifactKind::Lora);
+  EXPECT_EQ(a.manifest.model.vocab_size, bundle().model->config().vocab_size);
+  EXPECT_FALSE(a.manifest.data_ids_sha256.empty());
+  EXPECT_EQ(a.manifest.seed, 3u);
+  MethodConfig mc = load_method_config("safedecoding");
+  mc.safedecoding.expert = "lora";
+  mc.safedecoding.adapter = out + "/artifact";
+  MethodFactory f(mc, bundle());
+  GenerationOptions go = bundle().generation_options();
+  go.max_new_tokens = 4;
+  Generator gen(go);
+  auto strategy = f.make();
+  torch::InferenceMode guard;
+  auto res = gen.run(*strategy, {bundle().make_prompt("p", "What is the capital of France?")});
+  EXPECT_FALSE(res[0].tokens.empty());
+  // Another run into the same directory needs --resume (a finished run is then reported) or --force.
+  r = run("train --config " + cfg + " --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  r = run("train --config " + cfg + " --out " + out + " --resume");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("complete"), std::string::npos) << r.out;
+}
+
+TEST(TrainReal, KilledAndResumedRunEqualsAnUninterruptedOne) {
+  const std::string cfg = write_file("sd_resume.yaml", safedecoding_config(4, 1));
+  const std::string whole = base_dir() + "/sd_whole", parts = base_dir() + "/sd_parts";
+  fs::remove_all(whole);
+  fs::remove_all(parts);
+  ASSERT_EQ(run("train --config " + cfg + " --out " + whole + " --threads 2").code, 0);
+  RunResult first = run("train --config " + cfg + " --out " + parts + " --threads 2 --stop-after 2");
+  ASSERT_EQ(first.code, 0) << first.out;
+  EXPECT_FALSE(fs::exists(parts + "/artifact"));
+  RunResult second = run("train --config " + cfg + " --out " + parts + " --threads 2 --resume");
+  ASSERT_EQ(second.code, 0) << second.out;
+  // The same factors, to fp32 tolerance (bit-identical here: same ops, same order, same seeds).
+  auto a = read_tensors_f32(whole + "/artifact/adapter_model.safetensors");
+  auto b = read_tensors_f32(parts + "/artifact/adapter_model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a)
+    EXPECT_TRUE(torch::allclose(t, b.at(name), 1e-5, 1e-7)) << name << " differs by "
+                                                            << (t - b.at(name)).abs().max().item<float>();
+}
+
+TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
+  const std::string triplets = triplets_file();
+  const std::string expert_cfg = write_file(
+      "ngsd_expert.yaml", "pipeline: ngsd_expert\nmodel: smollm2-135m-instruct\ndata: {triplets: " + triplets +
+                              "}\nexpert: {kind: lora}\nlora: {r: 4, alpha: 8, targets: [q_proj, v_proj, down_proj]}\n"
+                              "train: {max_steps: 3, batch_size: 4, lr: 1.0e-3, max_seq_len: 128}\n");
+  const std::string expert_out = base_dir() + "/ngsd_expert_run";
+  fs::remove_all(expert_out);
+  RunResult r = run("train --config " + expert_cfg + " --out " + expert_out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json em = read_json(expert_out + "/metrics.json");
+  EXPECT_EQ(em["counts"]["safety_rows"], 6);
+  EXPECT_EQ(em["counts"]["anchor_rows"], 4);
+  EXPECT_GT(em["augmented_safety_examples"].get<int>(), 0);
+
+  const std::string probe_cfg = write_file(
+      "probe.yaml",
+      "pipeline: risk_probe\nmodel: smollm2-135m-instruct\ndata: {harmful: [harmfulqa, catqa], benign: "
+      "[benign_instructions, alpaca_eval_train], limit_per_dataset: 10, holdout: 0.25, batch_size: 10}\n"
+      "train: {epochs: 50, batch_size: 64, lr: 1.0e-2, schedule: constant, clip_grad_norm: 0}\n");
+  const std::string probe_out = base_dir() + "/probe_run";
+  fs::remove_all(probe_out);
+  r = run("train --config " + probe_cfg + " --out " + probe_out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json pm = read_json(probe_out + "/metrics.json");
+  EXPECT_EQ(pm["holdout"]["n"], 10);
+  // Harmful questions and benign instructions are far apart in the model's hidden state.
+  EXPECT_GT(pm["holdout"]["auroc"].get<double>(), 0.8) << pm.dump();
+  RiskProbe probe = load_risk_probe(probe_out + "/artifact", bundle().model->config());
+  EXPECT_EQ(probe.weight.numel(), bundle().model->config().hidden_size);
+
+  const std::string gate_cfg = write_file(
+      "gate.yaml", "pipeline: ngsd_gate\nmodel: smollm2-135m-instruct\ndata: {benign: [benign_instructions], harmful: "
+                   "[catqa], limit_per_dataset: 4, max_new_tokens: 6, batch_size: 4}\ngate: {target_fire_rate: 0.1}\n"
+                   "ngsd: {expert: lora, expert_adapter: " +
+                       expert_out + "/artifact}\n");
+  const std::string gate_out = base_dir() + "/gate_run";
+  fs::remove_all(gate_out);
+  r = run("train --config " + gate_cfg + " --out " + gate_out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json gm = read_json(gate_out + "/metrics.json");
+  EXPECT_LE(gm["benign_fire_rate"].get<double>(), 0.1 + 1e-9) << gm.dump();
+  EXPECT_TRUE(fs::exists(gate_out + "/gate_calibration.svg"));
+  const GateCalibration g = load_gate_calibration(gate_out + "/artifact", bundle().model->config());
+  EXPECT_DOUBLE_EQ(g.theta, gm["theta"].get<double>());
+
+  // NGSD decodes with the trained expert, the probe and the calibrated gate.
+  MethodConfig mc = load_method_config("ngsd");
+  mc.ngsd.expert = "lora";
+  mc.ngsd.expert_adapter = expert_out + "/artifact";
+  mc.ngsd.risk = "probe";
+  mc.ngsd.probe = probe_out + "/artifact";
+  mc.ngsd.gate = gate_out + "/artifact";
+  MethodFactory f(mc, bundle());
+  EXPECT_NE(f.describe().find("gate"), std::string::npos) << f.describe();
+  GenerationOptions go = bundle().generation_options();
+  go.max_new_tokens = 4;
+  Generator gen(go);
+  auto strategy = f.make();
+  torch::InferenceMode guard;
+  auto res = gen.run(*strategy, {bundle().make_prompt("p", "Name a fruit.")});
+  EXPECT_FALSE(res[0].tokens.empty());
+  // No training text reaches the console.
+  EXPECT_EQ(r.out.find("forbidden procedure"), std::string::npos);
+}
+
+TEST(TrainReal, BadInputIsRefusedWithExit2) {
+  // Unknown key with its position.
+  std::string cfg = write_file("bad_key.yaml", "pipeline: safedecoding_expert\ntrain: {epochz: 2}\n");
+  RunResult r = run("train --config " + cfg + " --out " + base_dir() + "/bad1");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("bad_key.yaml:2:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("epochz"), std::string::npos) << r.out;
+  // Malformed YAML with line:column.
+  cfg = write_file("bad_yaml.yaml", "pipeline: safedecoding_expert\ntrain: {epochs: [1\n");
+  r = run("train --config " + cfg + " --out " + base_dir() + "/bad2");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("bad_yaml.yaml:"), std::string::npos) << r.out;
+  // A value out of range.
+  cfg = write_file("bad_range.yaml", "pipeline: safedecoding_expert\ntrain: {lr: 5}\n");
+  r = run("train --config " + cfg + " --out " + base_dir() + "/bad3");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("`lr` must be in"), std::string::npos) << r.out;
+  // Unknown pipeline lists the known ones.
+  cfg = write_file("bad_pipeline.yaml", "pipeline: magic\n");
+  r = run("train --config " + cfg + " --out " + base_dir() + "/bad4");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("risk_probe"), std::string::npos) << r.out;
+  // An evaluation set as training data is refused by the split rule.
+  cfg = write_file("bad_split.yaml", "pipeline: safedecoding_expert\ndata: {dataset: advbench}\n");
+  r = run("train --config " + cfg + " --out " + base_dir() + "/bad5");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("advbench"), std::string::npos) << r.out;
+  // A bad line in a data file is named.
+  const std::string bad_data = write_file("bad_triplets.jsonl", "{\"id\": \"a\", \"kind\": \"safety\"\n");
+  cfg = write_file("bad_data.yaml", "pipeline: ngsd_expert\ndata: {triplets: " + bad_data + "}\n");
+  r = run("train --config " + cfg + " --out " + base_dir() + "/bad6");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("bad_triplets.jsonl"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("line 1"), std::string::npos) << r.out;
+}
+
+TEST(TrainReal, AnArtifactForAnotherModelIsRefusedNamingBoth) {
+  // A LoRA artifact recorded for another model (its manifest names other sizes).
+  const std::string dir = base_dir() + "/foreign_lora";
+  fs::remove_all(dir);
+  ModelConfig other = bundle().model->config();
+  other.name = "some-other-model";
+  other.hidden_size = 64;
+  ArtifactManifest m;
+  m.kind = ArtifactKind::Lora;
+  m.model = ModelIdentity::of(other);
+  ArtifactWriter w(dir, m);
+  LoraAdapter::Options o;
+  o.rank = 2;
+  o.targets = {"q_proj"};
+  LoraAdapter adapter(bundle().model->config(), o);
+  write_lora_adapter(w, adapter, "some-other-model");
+  w.commit();
+  try {
+    load_lora_adapter(dir, bundle().model->config());
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("some-other-model"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(bundle().model->config().name), std::string::npos) << msg;
+  }
+  // A changed artifact file is refused (its sha256 no longer matches the manifest).
+  std::ofstream(dir + "/adapter_config.json", std::ios::app) << " ";
+  EXPECT_THROW(open_artifact(dir, ArtifactKind::Lora), Error);
+}
