@@ -21,6 +21,7 @@
 #include "decoding/strategy_registry.h"
 #include "eval/dataset.h"
 #include "kernels/ops.h"
+#include "model/quant_kernels.h"
 
 namespace safedec::cli {
 
@@ -31,7 +32,20 @@ struct BenchArgs {
   int64_t batch = 1, prompt_tokens = 128, new_tokens = 64, repeats = 3;
   int threads = 0;
   bool json = false;
+  std::string weights = "config";  // config | fp32 | quantized
 };
+
+LoadOptions weights_options(const std::string& w) {
+  LoadOptions o;
+  if (w == "fp32") o.weights = LoadOptions::Weights::Fp32;
+  else if (w == "quantized") o.weights = LoadOptions::Weights::Quantized;
+  else SAFEDEC_CHECK(w == "config", "--weights must be config, fp32 or quantized (got '", w, "')");
+  return o;
+}
+
+std::string weights_label(const CausalLM& lm) {
+  return lm.quantized() ? std::string("quantized/") + quant::isa_name(quant::best_isa()) : "fp32";
+}
 
 double peak_rss_mb() {
   struct rusage u;
@@ -69,7 +83,7 @@ int run_bench_generate(const BenchArgs& a) {
   SAFEDEC_CHECK(a.prompt_tokens >= 1 && a.new_tokens >= 2, "--prompt-tokens must be >= 1 and --new-tokens >= 2");
   SAFEDEC_CHECK(a.repeats >= 1, "--repeats must be at least 1");
   if (a.threads > 0) torch::set_num_threads(a.threads);
-  ModelBundle bundle = load_model_bundle(a.model);
+  ModelBundle bundle = load_model_bundle(a.model, weights_options(a.weights));
   auto prompts = synthetic_prompts(bundle, a.batch, a.prompt_tokens);
   GenerationOptions opt;
   opt.ignore_eos = true;
@@ -102,6 +116,7 @@ int run_bench_generate(const BenchArgs& a) {
                       {"decode_tok_s", a.batch / step_s},
                       {"ms_per_token", step_s * 1e3},
                       {"peak_rss_mb", peak_rss_mb()},
+                      {"weights", weights_label(*bundle.model)},
                       {"threads", torch::get_num_threads()}};
   std::cout << (a.json ? j.dump() : j.dump(2)) << "\n";
   return 0;
@@ -109,30 +124,41 @@ int run_bench_generate(const BenchArgs& a) {
 
 // Memory-copy bandwidth (GB/s, counting bytes read + written) of a buffer far larger than the
 // caches, best of several passes, and the decode bandwidth floor it implies for a model: every
-// decode step must stream all weights (the tied embedding once, as the LM head) at least once.
+// decode step must stream all weights the forward multiplies with (the tied embedding once, as the
+// LM head; an untied embedding table is only looked up; quantised linears by their block bytes) at
+// least once. Also a read-only figure (a sum over the buffer), which most CPUs stream faster.
 int run_bench_bandwidth(const BenchArgs& a) {
   if (a.threads > 0) torch::set_num_threads(a.threads);
   const int64_t n = int64_t(1) << 28;  // 1 GiB of fp32 per buffer
   auto src = torch::ones({n}, torch::kFloat32);
   auto dst = torch::empty({n}, torch::kFloat32);
-  double best = 0;
+  double best = 0, best_read = 0;
   for (int i = 0; i < 5; ++i) {
     auto t = std::chrono::steady_clock::now();
     dst.copy_(src);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     best = std::max(best, 2.0 * n * 4 / s / 1e9);
+    t = std::chrono::steady_clock::now();
+    volatile float sink = src.sum().item<float>();
+    (void)sink;
+    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    best_read = std::max(best_read, 1.0 * n * 4 / s / 1e9);
   }
   src.reset();
   dst.reset();
-  ModelBundle bundle = load_model_bundle(a.model);
-  const double weight_bytes = static_cast<double>(bundle.model->parameter_bytes());
+  ModelBundle bundle = load_model_bundle(a.model, weights_options(a.weights));
+  const double weight_bytes = static_cast<double>(bundle.model->weight_stream_bytes());
   const double floor_s = weight_bytes / (best * 1e9 / 2.0);  // a step reads weights; copy GB/s counts read+write
+  const double floor_read_s = weight_bytes / (best_read * 1e9);
   nlohmann::json j = {{"model", bundle.entry.name},
                       {"copy_gb_s", best},
                       {"read_gb_s", best / 2.0},
                       {"weight_bytes", weight_bytes},
                       {"floor_ms_per_step", floor_s * 1e3},
                       {"floor_decode_tok_s_batch1", 1.0 / floor_s},
+                      {"sum_read_gb_s", best_read},
+                      {"floor_decode_tok_s_batch1_sum_read", 1.0 / floor_read_s},
+                      {"weights", weights_label(*bundle.model)},
                       {"threads", torch::get_num_threads()}};
   std::cout << (a.json ? j.dump() : j.dump(2)) << "\n";
   return 0;
@@ -393,6 +419,7 @@ Runner add_bench(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   auto* bench = app.add_subcommand("bench", "Benchmarks that print figures");
   bench->require_subcommand(1);
+  add_bench_train(bench);  // src/cli/bench_train.cpp
   auto* gen = bench->add_subcommand("generate", "Prefill/decode throughput of the runtime (forced lengths)");
   gen->add_option("--model", a->model, "Registered model name or GGUF path")->capture_default_str();
   gen->add_option("--batch", a->batch, "Sequences per batch")->capture_default_str();
@@ -401,10 +428,14 @@ Runner add_bench(CLI::App& app) {
   gen->add_option("--repeats", a->repeats, "Timed runs (the median is reported)")->capture_default_str();
   gen->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   gen->add_flag("--json", a->json, "One JSON object on one line");
+  gen->add_option("--weights", a->weights, "config (the model's configs/models entry), fp32 or quantized")
+      ->capture_default_str();
   auto* bw = bench->add_subcommand("bandwidth", "Memory-copy bandwidth and the decode bandwidth floor of a model");
   bw->add_option("--model", a->model, "Registered model name or GGUF path")->capture_default_str();
   bw->add_option("--threads", a->threads, "CPU threads (default: all cores)");
   bw->add_flag("--json", a->json, "One JSON object on one line");
+  bw->add_option("--weights", a->weights, "config (the model's configs/models entry), fp32 or quantized")
+      ->capture_default_str();
   auto m = std::make_shared<MethodsArgs>();
   auto* meth = bench->add_subcommand("methods", "Per-token time of each safety method vs plain (ATGR), forced lengths");
   meth->add_option("--model", m->model, "Registered model name or GGUF path")->capture_default_str();

@@ -32,6 +32,9 @@ std::vector<ModelEntry> registered_models() {
     e.name = node["name"].as<std::string>();
     e.path = model_cache_dir() + "/" + node["file"].as<std::string>();
     e.chat_template = node["chat_template"] ? node["chat_template"].as<std::string>() : "auto";
+    e.weights = node["weights"] ? node["weights"].as<std::string>() : "fp32";
+    SAFEDEC_CHECK(e.weights == "fp32" || e.weights == "quantized", "model config ", f.path().string(),
+                  ": key 'weights' is '", e.weights, "'; allowed: fp32, quantized.");
     e.config_file = f.path().string();
     out.push_back(e);
   }

@@ -11,6 +11,7 @@ struct ModelEntry {
   std::string path;           // resolved: a file in the model cache, or the path given
   std::string chat_template;  // "auto" or a family name
   std::string config_file;    // the YAML it came from ("" for a plain path)
+  std::string weights = "fp32";  // "fp32" | "quantized" (`weights:`; GGUF block formats kept in memory)
 };
 
 // Every registered model, sorted by name ($SAFEDEC_HOME/configs/models or the source tree's).

@@ -9,7 +9,10 @@ ModelBundle load_model_bundle(const std::string& name_or_path, const LoadOptions
   ModelBundle b;
   b.entry = resolve_model(name_or_path);
   b.tokenizer = std::shared_ptr<Tokenizer>(load_tokenizer(b.entry.path));
-  b.model = CausalLM::load(b.entry.path, options);
+  LoadOptions opt = options;
+  if (opt.weights == LoadOptions::Weights::Config)
+    opt.weights = b.entry.weights == "quantized" ? LoadOptions::Weights::Quantized : LoadOptions::Weights::Fp32;
+  b.model = CausalLM::load(b.entry.path, opt);
   SAFEDEC_CHECK(b.tokenizer->vocab_size() <= b.model->config().vocab_size, "the tokenizer of ", b.entry.path,
                 " has ", b.tokenizer->vocab_size(), " tokens but the model's output has only ",
                 b.model->config().vocab_size);

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "model/fast_linear.h"
+#include "model/quant_linear.h"
 
 namespace safedec {
 
@@ -89,17 +90,26 @@ CausalLM::CausalLM(ModelConfig config, ModelWeights weights) : config_(std::move
   const bool gemma = c.architecture == "gemma3";
   check_shape(weights_.embed, {c.vocab_size, d}, "embed");
   check_shape(weights_.final_norm, {d}, "final_norm");
-  check_shape(weights_.lm_head, {c.vocab_size, d}, "lm_head");
+  // A weight held quantised (QuantWeight) has its fp32 tensor undefined: check the blocks' shape.
+  auto check_linear = [&](const torch::Tensor& t, const std::shared_ptr<const QuantWeight>& q, int64_t rows,
+                          int64_t cols, const std::string& name) {
+    if (q)
+      SAFEDEC_CHECK(q->rows() == rows && q->cols() == cols, "CausalLM: quantised weight '", name, "' is [", q->rows(),
+                    ", ", q->cols(), "], expected [", rows, ", ", cols, "].");
+    else
+      check_shape(t, {rows, cols}, name);
+  };
+  check_linear(weights_.lm_head, weights_.q_lm_head, c.vocab_size, d, "lm_head");
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const auto& L = *weights_.layers[l];
     const std::string p = "layers." + std::to_string(l) + ".";
     check_shape(L.attn_norm, {d}, p + "attn_norm");
-    check_shape(L.wqkv, {qkv, d}, p + "wqkv");
+    check_linear(L.wqkv, L.q_wqkv, qkv, d, p + "wqkv");
     if (L.bqkv.defined()) check_shape(L.bqkv, {qkv}, p + "bqkv");
-    check_shape(L.wo, {d, c.n_heads * hd}, p + "wo");
+    check_linear(L.wo, L.q_wo, d, c.n_heads * hd, p + "wo");
     check_shape(L.ffn_norm, {d}, p + "ffn_norm");
-    check_shape(L.w_gate_up, {2 * c.intermediate_size, d}, p + "w_gate_up");
-    check_shape(L.w_down, {d, c.intermediate_size}, p + "w_down");
+    check_linear(L.w_gate_up, L.q_gate_up, 2 * c.intermediate_size, d, p + "w_gate_up");
+    check_linear(L.w_down, L.q_down, d, c.intermediate_size, p + "w_down");
     if (gemma) {
       check_shape(L.q_norm, {hd}, p + "q_norm");
       check_shape(L.k_norm, {hd}, p + "k_norm");
@@ -306,7 +316,7 @@ torch::Tensor CausalLM::run_layer(int64_t l, const torch::Tensor& h_in, const La
   torch::Tensor h = h_in;
   // ---- attention ----
   auto x = rms_norm(h, W.attn_norm, c.rms_norm_eps);
-  auto qkv = fast_linear(x, W.wqkv, W.bqkv);  // [B, T, (H + 2 Hkv) hd]
+  auto qkv = fast_linear(x, W.wqkv, W.bqkv, W.q_wqkv.get());  // [B, T, (H + 2 Hkv) hd]
   auto q = qkv.narrow(-1, 0, H * hd);
   auto k = qkv.narrow(-1, H * hd, Hkv * hd);
   auto v = qkv.narrow(-1, (H + Hkv) * hd, Hkv * hd);
@@ -357,14 +367,14 @@ torch::Tensor CausalLM::run_layer(int64_t l, const torch::Tensor& h_in, const La
                  .view({B, Hkv, g, T, hd})
                  .permute({0, 3, 1, 2, 4})
                  .reshape({B, T, H * hd});
-  auto attn = fast_linear(ctx, W.wo);
+  auto attn = fast_linear(ctx, W.wo, {}, W.q_wo.get());
   if (!loras.empty()) attn = apply_lora(loras, l, LinearKind::O, ctx, attn, training);
   if (gemma) attn = rms_norm(attn, W.post_attn_norm, c.rms_norm_eps);
   h = h + attn;
 
   // ---- MLP ----
   x = rms_norm(h, W.ffn_norm, c.rms_norm_eps);
-  auto gu = fast_linear(x, W.w_gate_up);  // [B, T, 2 I]
+  auto gu = fast_linear(x, W.w_gate_up, {}, W.q_gate_up.get());  // [B, T, 2 I]
   const int64_t I = c.intermediate_size;
   auto gate = gu.narrow(-1, 0, I);
   auto up = gu.narrow(-1, I, I);
@@ -374,7 +384,7 @@ torch::Tensor CausalLM::run_layer(int64_t l, const torch::Tensor& h_in, const La
   }
   auto act = c.hidden_act == "silu" ? torch::silu(gate) : torch::gelu(gate, "tanh");
   auto inner = act * up;
-  auto mlp = fast_linear(inner, W.w_down);
+  auto mlp = fast_linear(inner, W.w_down, {}, W.q_down.get());
   if (!loras.empty()) mlp = apply_lora(loras, l, LinearKind::Down, inner, mlp, training);
   if (gemma) mlp = rms_norm(mlp, W.post_ffn_norm, c.rms_norm_eps);
   if (hooks && hooks->mlp_transform) {
@@ -405,7 +415,7 @@ torch::Tensor CausalLM::final_hidden(const torch::Tensor& h) const {
 
 torch::Tensor CausalLM::head_logits(const torch::Tensor& normed, const ForwardHooks* hooks) const {
   const auto& c = config_;
-  auto logits = fast_linear(normed, weights_.lm_head);
+  auto logits = fast_linear(normed, weights_.lm_head, {}, weights_.q_lm_head.get());
   if (hooks && !hooks->loras.empty())
     logits = apply_lora(hooks->loras, -1, LinearKind::LmHead, normed, logits, hooks->training);
   if (c.final_logit_softcapping > 0)
@@ -466,6 +476,7 @@ std::shared_ptr<CausalLM> CausalLM::deep_copy() const {
   const bool tied = weights_.lm_head.is_same(weights_.embed);
   w.lm_head = tied ? w.embed : cp(weights_.lm_head);
   w.rope_freqs = cp(weights_.rope_freqs);
+  w.q_lm_head = weights_.q_lm_head;  // quantised blocks are immutable: shared
   for (const auto& L : weights_.layers) {
     auto n = std::make_shared<LayerWeights>();
     n->attn_norm = cp(L->attn_norm);
@@ -479,6 +490,10 @@ std::shared_ptr<CausalLM> CausalLM::deep_copy() const {
     n->k_norm = cp(L->k_norm);
     n->post_attn_norm = cp(L->post_attn_norm);
     n->post_ffn_norm = cp(L->post_ffn_norm);
+    n->q_wqkv = L->q_wqkv;
+    n->q_wo = L->q_wo;
+    n->q_gate_up = L->q_gate_up;
+    n->q_down = L->q_down;
     w.layers.push_back(n);
   }
   return std::make_shared<CausalLM>(config_, w);
@@ -508,6 +523,30 @@ std::vector<std::pair<std::string, torch::Tensor>> CausalLM::named_parameters() 
   add("final_norm", weights_.final_norm);
   if (!weights_.lm_head.is_same(weights_.embed)) add("lm_head", weights_.lm_head);
   return out;
+}
+
+bool CausalLM::quantized() const {
+  if (weights_.q_lm_head) return true;
+  for (const auto& L : weights_.layers)
+    if (L->q_wqkv || L->q_wo || L->q_gate_up || L->q_down) return true;
+  return false;
+}
+
+int64_t CausalLM::weight_stream_bytes() const {
+  int64_t n = 0;
+  for (const auto& kv : named_parameters())
+    if (kv.first != "embed" || weights_.lm_head.is_same(weights_.embed)) n += kv.second.nbytes();
+  // A tied head that is held quantised reads the blocks, not the fp32 table (read only by lookup).
+  if (weights_.q_lm_head && weights_.lm_head.is_same(weights_.embed)) n -= weights_.embed.nbytes();
+  auto q = [&](const std::shared_ptr<const QuantWeight>& w) { n += w ? static_cast<int64_t>(w->nbytes()) : 0; };
+  q(weights_.q_lm_head);
+  for (const auto& L : weights_.layers) {
+    q(L->q_wqkv);
+    q(L->q_wo);
+    q(L->q_gate_up);
+    q(L->q_down);
+  }
+  return n;
 }
 
 int64_t CausalLM::parameter_bytes() const {

@@ -33,6 +33,8 @@
 
 namespace safedec {
 
+class QuantWeight;  // model/quant_linear.h
+
 // Weights of one decoder layer in the fused layouts the forward pass uses (HF rotate-half layout
 // for Q/K rows). RMSNorm weights are stored as the effective multiplier: for Gemma (whose HF norm
 // computes x * (1 + w)) that is 1 + w.
@@ -47,6 +49,9 @@ struct LayerWeights {
   // Gemma 3 only (undefined otherwise).
   torch::Tensor q_norm, k_norm;                 // [hd]
   torch::Tensor post_attn_norm, post_ffn_norm;  // [d]
+  // Loaded with weights: quantized, the linears whose GGUF type has a kernel keep their blocks here
+  // and the fp32 tensor above is left undefined (the forward uses whichever is set).
+  std::shared_ptr<const QuantWeight> q_wqkv, q_wo, q_gate_up, q_down;
 };
 
 // All weights of a model. lm_head is the same tensor as embed when the embeddings are tied.
@@ -56,6 +61,7 @@ struct ModelWeights {
   torch::Tensor final_norm;  // [d]
   torch::Tensor lm_head;     // [V, d]
   torch::Tensor rope_freqs;  // optional [hd/2]: llama.cpp llama3 frequency divisors (rope_freqs.weight)
+  std::shared_ptr<const QuantWeight> q_lm_head;  // weights: quantized (lm_head undefined unless tied)
 };
 
 struct LoadOptions {
@@ -63,6 +69,13 @@ struct LoadOptions {
   torch::Dtype dtype = torch::kFloat32;  // fp16/bf16 only on CUDA
   bool check_finite = true;              // NaN/Inf scan of every weight (error names the tensor)
   int64_t max_layers = -1;               // load only the first K layers (truncated model); -1 = all
+  // Linear weights: fp32 tensors, or (GGUF only) kept in their block formats (Q4_0, Q4_1, Q5_0, Q8_0,
+  // Q4_K, Q6_K; other types stay fp32) and multiplied with directly: decoding speed, inference only.
+  // Config: what the model's configs/models entry says (`weights:`, default fp32) when loaded by
+  // name through load_model_bundle, fp32 otherwise. Training must ask for Fp32.
+  enum class Weights { Config, Fp32, Quantized };
+  Weights weights = Weights::Config;
+  bool quantized() const { return weights == Weights::Quantized; }
 };
 
 // One forward call: T new tokens for each of B rows.
@@ -172,6 +185,11 @@ class CausalLM {
   // Every weight tensor with a descriptive (fused-layout) name; the tied LM head appears once.
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
   int64_t parameter_bytes() const;
+  // Whether some linear weights are held quantised (then they are not in named_parameters()).
+  bool quantized() const;
+  // Bytes the forward reads per token from weights: fp32 tensors + quantised blocks (the decode
+  // bandwidth floor's numerator).
+  int64_t weight_stream_bytes() const;
 
   // Throws safedec::Error if logits hold NaN/Inf, naming the decoding step and the first bad row.
   static void check_logits(const torch::Tensor& logits, int64_t step);

@@ -16,6 +16,8 @@
 // the memory stream overlaps the FMAs. fp32 accumulation throughout.
 #include "model/fast_linear.h"
 
+#include "model/quant_linear.h"
+
 #include <immintrin.h>
 
 #include <ATen/Parallel.h>
@@ -229,6 +231,10 @@ torch::Tensor fast_linear(const torch::Tensor& x, const torch::Tensor& w, const 
   skinny_gemm(xc.data_ptr<float>(), w.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
               y.data_ptr<float>(), M, N, K);
   return y;
+}
+
+torch::Tensor fast_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b, const QuantWeight* q) {
+  return q ? quant_linear(x, *q, b) : fast_linear(x, w, b);
 }
 
 }  // namespace safedec

@@ -11,6 +11,7 @@
 #include "io/gguf.h"
 #include "model/place_weights.h"
 #include "model/causal_lm.h"
+#include "model/quant_linear.h"
 
 namespace safedec {
 
@@ -55,6 +56,24 @@ class GgufLoader {
 
   bool has(const std::string& name) const { return file_.find_tensor(name) != nullptr; }
 
+  // options.quantized: the tensors of one linear (rows stacked in order) as a QuantWeight, or null
+  // when some of them has no kernel (that linear then loads as fp32). heads[i] > 0 un-permutes
+  // llama Q/K rows (see unpermute_rows).
+  std::shared_ptr<const QuantWeight> quantized(const std::vector<std::string>& names, int64_t cols,
+                                               const std::vector<int64_t>& heads = {}, int64_t head_dim = 0) {
+    if (!options_.quantized()) return nullptr;
+    for (const auto& n : names) {
+      const GgufTensorInfo* t = file_.find_tensor(n);
+      SAFEDEC_CHECK(t, "GGUF file '", file_.path(), "' has no tensor '", n, "' (needed by the ",
+                    file_.architecture(), " architecture).");
+      if (!quant_weight_supported(*t)) return nullptr;
+    }
+    auto w = std::make_shared<QuantWeight>(cols);
+    for (size_t i = 0; i < names.size(); ++i)
+      w->append(file_.tensor(names[i]), file_.path(), i < heads.size() ? heads[i] : 0, head_dim);
+    return w;
+  }
+
  private:
   const GgufFile& file_;
   const LoadOptions& options_;
@@ -70,6 +89,9 @@ void unpermute_rows(torch::Tensor& w, int64_t row0, int64_t heads, int64_t hd) {
 }  // namespace
 
 std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const LoadOptions& options) {
+  SAFEDEC_CHECK(!options.quantized() || (options.device == torch::kCPU && options.dtype == torch::kFloat32),
+                "Quantised weights (weights: quantized) run on the CPU in fp32; '", path, "' was asked for ",
+                options.device.str(), " ", c10::toString(options.dtype), ".");
   auto file = GgufFile::open(path);
   ModelConfig cfg = model_config_from_gguf(*file);
   const std::string arch = cfg.architecture;
@@ -94,13 +116,17 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
     const std::string p = "blk." + std::to_string(l) + ".";
     auto L = std::make_shared<LayerWeights>();
     L->attn_norm = ld.load(p + "attn_norm.weight", {d});
-    L->wqkv = torch::empty({qkv, d}, torch::kFloat32);
-    ld.into(p + "attn_q.weight", L->wqkv, 0, {H * hd, d});
-    ld.into(p + "attn_k.weight", L->wqkv, H * hd, {Hkv * hd, d});
-    ld.into(p + "attn_v.weight", L->wqkv, (H + Hkv) * hd, {Hkv * hd, d});
-    if (permuted) {
-      unpermute_rows(L->wqkv, 0, H, hd);
-      unpermute_rows(L->wqkv, H * hd, Hkv, hd);
+    L->q_wqkv = ld.quantized({p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"}, d,
+                             permuted ? std::vector<int64_t>{H, Hkv, 0} : std::vector<int64_t>{}, hd);
+    if (!L->q_wqkv) {
+      L->wqkv = torch::empty({qkv, d}, torch::kFloat32);
+      ld.into(p + "attn_q.weight", L->wqkv, 0, {H * hd, d});
+      ld.into(p + "attn_k.weight", L->wqkv, H * hd, {Hkv * hd, d});
+      ld.into(p + "attn_v.weight", L->wqkv, (H + Hkv) * hd, {Hkv * hd, d});
+      if (permuted) {
+        unpermute_rows(L->wqkv, 0, H, hd);
+        unpermute_rows(L->wqkv, H * hd, Hkv, hd);
+      }
     }
     if (ld.has(p + "attn_q.bias")) {
       L->bqkv = torch::empty({qkv}, torch::kFloat32);
@@ -113,12 +139,17 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
         unpermute_rows(b2, H * hd, Hkv, hd);
       }
     }
-    L->wo = ld.load(p + "attn_output.weight", {d, H * hd});
+    L->q_wo = ld.quantized({p + "attn_output.weight"}, H * hd);
+    if (!L->q_wo) L->wo = ld.load(p + "attn_output.weight", {d, H * hd});
     L->ffn_norm = ld.load(p + "ffn_norm.weight", {d});
-    L->w_gate_up = torch::empty({2 * I, d}, torch::kFloat32);
-    ld.into(p + "ffn_gate.weight", L->w_gate_up, 0, {I, d});
-    ld.into(p + "ffn_up.weight", L->w_gate_up, I, {I, d});
-    L->w_down = ld.load(p + "ffn_down.weight", {d, I});
+    L->q_gate_up = ld.quantized({p + "ffn_gate.weight", p + "ffn_up.weight"}, d);
+    if (!L->q_gate_up) {
+      L->w_gate_up = torch::empty({2 * I, d}, torch::kFloat32);
+      ld.into(p + "ffn_gate.weight", L->w_gate_up, 0, {I, d});
+      ld.into(p + "ffn_up.weight", L->w_gate_up, I, {I, d});
+    }
+    L->q_down = ld.quantized({p + "ffn_down.weight"}, I);
+    if (!L->q_down) L->w_down = ld.load(p + "ffn_down.weight", {d, I});
     if (arch == "gemma3") {
       L->q_norm = ld.load(p + "attn_q_norm.weight", {hd});
       L->k_norm = ld.load(p + "attn_k_norm.weight", {hd});
@@ -130,10 +161,12 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
   w.final_norm = ld.load("output_norm.weight", {d});
   if (ld.has("rope_freqs.weight")) w.rope_freqs = ld.load("rope_freqs.weight", {hd / 2});
   if (ld.has("output.weight")) {
-    w.lm_head = ld.load("output.weight", {V, d});
+    w.q_lm_head = ld.quantized({"output.weight"}, d);
+    if (!w.q_lm_head) w.lm_head = ld.load("output.weight", {V, d});
     cfg.tie_word_embeddings = false;
   } else {
     w.lm_head = w.embed;  // tied: one tensor, not two copies
+    w.q_lm_head = ld.quantized({"token_embd.weight"}, d);  // (the fp32 table stays for the lookup)
     cfg.tie_word_embeddings = true;
   }
   place_weights(w, options);
@@ -142,6 +175,8 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
 
 std::shared_ptr<CausalLM> CausalLM::load(const std::string& path, const LoadOptions& options) {
   if (path.size() >= 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) return load_gguf(path, options);
+  SAFEDEC_CHECK(!options.quantized(), "weights: quantized needs a GGUF file (block-quantised tensors), but '", path,
+                "' is a Hugging Face checkpoint; use weights: fp32.");
   return load_hf(path, options);
 }
 

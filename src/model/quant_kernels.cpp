@@ -194,11 +194,12 @@ const char* isa_name(Isa isa) {
 }
 
 bool isa_available(Isa isa) {
+  static const bool avx2 = cpu_has("avx2"), avx512 = avx2 && cpu_has("avx512"), vnni = avx2 && cpu_has("avx512vnni");
   switch (isa) {
     case Isa::Reference: return true;
-    case Isa::Avx2: return cpu_has("avx2");
-    case Isa::Avx512: return cpu_has("avx2") && cpu_has("avx512");
-    case Isa::Avx512Vnni: return cpu_has("avx2") && cpu_has("avx512vnni");
+    case Isa::Avx2: return avx2;
+    case Isa::Avx512: return avx512;
+    case Isa::Avx512Vnni: return vnni;
   }
   return false;
 }

@@ -2,8 +2,10 @@
 // segments, each of one ggml type: a fused q|k|v or gate|up matrix may mix types), and
 // quant_linear(), y = x W^T + b computed from it on the CPU:
 //  * up to kQuantGemvMaxRows rows of x (decoding): the integer kernels of quant_kernels.h, with
-//    the activations quantised to int8 blocks (so y differs from the fp32 path by the int8
-//    rounding of x; see quant_kernels.h), split over the intra-op threads by weight rows;
+//    the activations quantised to int8 blocks, by default in two levels (x ~ d1 q1 + d2 q2, q2 the
+//    int8 residual, both multiplied in one pass over W), so y differs from the fp32 path by about
+//    1/64000 of each block's largest activation ($SAFEDEC_QUANT_ACT=int8: one level, ~1/254, as
+//    llama.cpp does), split over the intra-op threads by weight rows;
 //  * more rows (prefill): tiles of W dequantised to fp32 (exactly the fp32 path's weights) and
 //    multiplied by ATen's GEMM.
 #pragma once
@@ -50,6 +52,9 @@ class QuantWeight {
   int64_t rows_ = 0;
   std::vector<Segment> segments_;
 };
+
+// Activation levels of the decode path: 2 (default, "int8x2") or 1 ($SAFEDEC_QUANT_ACT=int8).
+int quant_activation_levels();
 
 // Whether every GGUF tensor given can be kept quantised (its type has a kernel, its rows hold whole
 // 32-element blocks).
