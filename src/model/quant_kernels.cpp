@@ -178,6 +178,8 @@ void quantize_activations(const float* x, int64_t K, ActBlock* out) {
     }
     o.sum[0] = static_cast<int16_t>(s0);
     o.sum[1] = static_cast<int16_t>(s1);
+    o.ds[0] = d * static_cast<float>(s0);
+    o.ds[1] = d * static_cast<float>(s1);
   }
 }
 

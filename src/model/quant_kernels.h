@@ -33,6 +33,7 @@ constexpr int64_t kActBlock = 32;
 // One int8-quantised block of 32 activations.
 struct ActBlock {
   float d;         // x ~ d * q
+  float ds[2];     // d * sum[0], d * sum[1] (the offset terms' factors, precomputed once per block)
   int16_t sum[2];  // sum of q[0..15] and of q[16..31]
   int8_t q[32];
 };
