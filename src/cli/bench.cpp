@@ -212,15 +212,10 @@ class RecomputeStrategy : public Strategy {
   void start(const std::vector<StrategyPrompt>& prompts, int64_t max_new_tokens) override {
     base_.clear();
     expert_rows_.clear();
+    const std::optional<std::string> expert_system = method_descriptor(method_).prompted_expert(cfg_);
     for (const auto& p : prompts) {
       base_.push_back(p.ids);
-      const bool prompted_expert =
-          (method_ == "safedecoding" && cfg_.safedecoding.expert == "system_prompt") ||
-          (method_ == "ngsd" && cfg_.ngsd.expert == "system_prompt");
-      expert_rows_.push_back(prompted_expert && env_.render
-                                 ? env_.render(p, method_ == "ngsd" ? cfg_.ngsd.expert_system
-                                                                    : cfg_.safedecoding.expert_system).ids
-                                 : p.ids);
+      expert_rows_.push_back(expert_system && env_.render ? env_.render(p, *expert_system).ids : p.ids);
     }
     max_new_ = max_new_tokens;
     fed_ = 0;

@@ -301,6 +301,7 @@ MethodDescriptor acd_method() {
     r.read("safe_prompt", a.safe_prompt);
     r.read("opposite_prompt", a.opposite_prompt);
     r.read("soft_prompts", a.soft_prompts);
+    if (a.prompts == "trained") a.prompts = "soft";  // trained soft prompts (safedec train acd_prompts)
     a.steer = parse_steer(r.get("steer"), where, false);
     a.validate();
   };

@@ -16,6 +16,7 @@
 #include "core/config_schema.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "core/jsonl.h"
 #include "core/paths.h"
 #include "core/sha256.h"
 #include "decoding/generator.h"
@@ -195,6 +196,11 @@ class SafeDecodingExpert : public Pipeline {
   void declare(ConfigSchema& top) override {
     data_.add("dataset", dataset_, "training-split dataset of \"USER: ... ASSISTANT: ...\" texts").required();
     data_.add("limit", limit_, "rows used (0 = all)").range(0, 1e9);
+    data_.add("anchors", anchors_,
+              "optional utility anchors: a deep_alignment `safedec data build` directory whose anchor rows "
+              "(benign instruction -> the model's own answer) are trained beside the refusals (\"\" = none, "
+              "the reference recipe)");
+    data_.add("anchor_limit", anchor_limit_, "anchor rows used (0 = all)").range(0, 1e9);
     top.section("data", data_);
   }
   bool run(RunContext& ctx, json& metrics) override {
@@ -204,6 +210,22 @@ class SafeDecodingExpert : public Pipeline {
     for (const auto& r : rows) {
       auto [user, answer] = split_vicuna_text(r.prompt, dataset_ + " row " + r.id);
       ex.push_back(chat_example(b, r.id, user, answer, std::nullopt, {}, ctx.common.max_seq_len));
+    }
+    if (!anchors_.empty()) {
+      std::string path = resolve_artifact_path(anchors_);
+      if (fs::is_directory(path)) path += "/data.jsonl";
+      SAFEDEC_CHECK(fs::is_regular_file(path), "safedecoding_expert: the anchor file ", path,
+                    " does not exist; build it with: safedec data build --config configs/data/deep_alignment.yaml");
+      ctx.dataset_files.push_back(path);
+      int64_t n = 0;
+      for (const auto& r : read_alignment_rows(path)) {
+        if (r.kind != "anchor" || (anchor_limit_ > 0 && n >= anchor_limit_)) continue;
+        ex.push_back(chat_example(b, r.id, r.instruction, r.response, std::nullopt, {}, ctx.common.max_seq_len));
+        ctx.data_ids.push_back(r.id);
+        ++n;
+      }
+      SAFEDEC_CHECK(n > 0, "safedecoding_expert: ", path, " holds no anchor rows");
+      ctx.counts["anchor_rows"] = n;
     }
     auto lora = make_lora(ctx.common.lora, b.model->config(), ctx.common.seed);
     LmTaskOptions opt;
@@ -223,6 +245,8 @@ class SafeDecodingExpert : public Pipeline {
   ConfigSchema data_{"`data`"};
   std::string dataset_ = "refusal_sft_vicuna";
   int64_t limit_ = 0;
+  std::string anchors_;
+  int64_t anchor_limit_ = 0;
 };
 
 // NGSD's safety expert (methods.md 1): deep-alignment SFT on (instruction, harmful prefix, refusal)
@@ -283,7 +307,9 @@ class NgsdExpert : public Pipeline {
       opt.train_full = true;
     } else {
       SAFEDEC_CHECK(!expert_model_.empty(), "ngsd_expert: expert.kind model needs expert.model");
-      expert_bundle = std::make_shared<ModelBundle>(load_model_bundle(expert_model_));
+      LoadOptions fp32;
+      fp32.weights = LoadOptions::Weights::Fp32;
+      expert_bundle = std::make_shared<ModelBundle>(load_model_bundle(expert_model_, fp32));
       ctx.model_files.push_back(expert_bundle->entry.path);
       SAFEDEC_CHECK(expert_bundle->model->config().vocab_size == tcfg.vocab_size, "ngsd_expert: the expert ",
                     expert_model_, " has a vocabulary of ", expert_bundle->model->config().vocab_size,
@@ -592,11 +618,135 @@ class NgsdGatePipeline : public Pipeline {
   double target_rate_ = 0.05, tau_ = 8.0, reset_ = 0.6;
 };
 
+// ACD's opposite prompt optimisation (methods.md 2): SP and AP start as the target's own input
+// embeddings of the safe and opposite system texts and are spliced into the system slot exactly as
+// AcdStrategy splices them (the template rendered with an explicit empty system text, the prompt at
+// system_begin); the model is frozen. Two independent runs:
+//   L_SP = NLL(D_HR | SP) + UL(D_HA | SP) + NLL(D_S | SP),  L_AP = NLL(D_HA | AP) + UL(D_HR | AP) + NLL(D_S | AP)
+// each term a token mean over its own subset, responses truncated to max_response_tokens.
+class AcdPromptsPipeline : public Pipeline {
+ public:
+  void declare(ConfigSchema& top) override {
+    data_.add("anchors", anchors_, "ACD anchor data: a `safedec data build` acd_anchors output directory or its data.jsonl")
+        .required();
+    data_.add("max_response_tokens", max_response_, "responses are truncated to this many tokens").range(1, 4096);
+    top.section("data", data_);
+    prompts_.add("safe_text", safe_text_, "initial text of the safeguarding prompt SP");
+    prompts_.add("opposite_text", opposite_text_, "initial text of the adversarial prompt AP");
+    top.section("prompts", prompts_);
+  }
+  bool run(RunContext& ctx, json& metrics) override {
+    auto& b = *ctx.target;
+    std::string path = resolve_artifact_path(anchors_);
+    if (fs::is_directory(path)) path += "/data.jsonl";
+    SAFEDEC_CHECK(fs::is_regular_file(path), "acd_prompts: the anchor file ", path,
+                  " does not exist; build it with: safedec data build --config configs/data/acd_anchors.yaml");
+    ctx.dataset_files.push_back(path);
+    struct Anchor {
+      std::string id, subset, instruction, response;
+    };
+    std::vector<Anchor> rows;
+    for_each_jsonl_line(path, "ACD anchor data", [&](const json& j, int64_t line) {
+      const std::string where = path + " line " + std::to_string(line);
+      for (const char* k : {"id", "subset", "instruction", "response"})
+        SAFEDEC_CHECK(j.contains(k) && j[k].is_string(), where, ": needs a string `", k, "`");
+      Anchor a{j["id"].get<std::string>(), j["subset"].get<std::string>(), j["instruction"].get<std::string>(),
+               j["response"].get<std::string>()};
+      SAFEDEC_CHECK(a.subset == "D_HR" || a.subset == "D_HA" || a.subset == "D_S", where,
+                    ": `subset` must be D_HR, D_HA or D_S, got '", a.subset, "'");
+      rows.push_back(std::move(a));
+    });
+    std::map<std::string, int64_t> counts;
+    for (const auto& r : rows) {
+      ++counts[r.subset];
+      ctx.data_ids.push_back(r.id);
+    }
+    for (const char* s : {"D_HR", "D_HA", "D_S"}) {
+      SAFEDEC_CHECK(counts[s] > 0, "acd_prompts: the anchor set ", path, " has no ", s, " rows (",
+                    std::string(s) == "D_HR" ? "no harmful instruction was refused"
+                    : std::string(s) == "D_HA" ? "no harmful instruction was answered"
+                                               : "no benign instruction was answered",
+                    "); both prompt losses need all three subsets");
+      ctx.counts[s] = counts[s];
+    }
+    // Examples: the prompt rendered with an explicit empty system slot, the soft prompt spliced there.
+    const int32_t eot = end_of_turn_id(*b.tokenizer);
+    std::vector<LmExample> base;
+    std::vector<std::string> subset;
+    for (const auto& r : rows) {
+      StrategyPrompt p = b.make_prompt(r.id, r.instruction, std::string());
+      SAFEDEC_CHECK(p.system_begin >= 0, "acd_prompts: the chat template of ", b.entry.name,
+                    " has no system slot to splice soft prompts into");
+      std::vector<int32_t> resp = b.tokenizer->encode(r.response, /*add_special=*/false);
+      if (static_cast<int64_t>(resp.size()) > max_response_) resp.resize(max_response_);
+      else resp.push_back(eot);  // an answer that ended within the limit ends its turn
+      LmExample e;
+      e.id = r.id;
+      e.ids = p.ids;
+      e.ids.insert(e.ids.end(), resp.begin(), resp.end());
+      e.target.assign(e.ids.size(), 0);
+      for (size_t t = p.ids.size(); t < e.ids.size(); ++t) e.target[t] = 1;
+      e.soft_prompt = 0;
+      e.embeds_at = p.system_begin;
+      base.push_back(std::move(e));
+      subset.push_back(r.subset);
+    }
+    auto init = [&](const std::string& text) {
+      torch::NoGradGuard ng;
+      std::vector<int32_t> ids = b.tokenizer->encode(text, /*add_special=*/false);
+      SAFEDEC_CHECK(!ids.empty(), "acd_prompts: an initial prompt text is empty");
+      auto t = torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).view({1, -1});
+      return b.model->embed(t)[0].to(torch::kFloat32).clone();
+    };
+    torch::Tensor sp = init(safe_text_), ap = init(opposite_text_);
+    // One run per prompt: terms (NLL on its own subset, UL on the opposite one, NLL on D_S).
+    auto train_prompt = [&](torch::Tensor prompt, const std::string& wanted, const std::string& unwanted,
+                            const std::string& tag) -> bool {
+      std::vector<LmExample> ex = base;
+      for (size_t i = 0; i < ex.size(); ++i)
+        ex[i].term = subset[i] == wanted ? 0 : subset[i] == unwanted ? 1 : 2;
+      LmTaskOptions opt;
+      opt.soft_prompts = {prompt};
+      opt.terms = {LossTerm{"nll_" + wanted, "nll", 1.0}, LossTerm{"ul_" + unwanted, "ul", 1.0},
+                   LossTerm{"nll_D_S", "nll", 1.0}};
+      opt.activation_checkpointing = ctx.common.activation_checkpointing;
+      LmTask task(b.model, std::move(ex), opt);
+      TrainLoopConfig loop = ctx.common.loop;
+      loop.seed = ctx.common.seed;
+      loop.stop_after = ctx.options.stop_after;
+      const std::string dir = ctx.run_dir + "/" + tag;
+      json m;
+      Trainer trainer(task, loop, dir, ctx.config_hash);
+      TrainResult r = trainer.run(ctx.options.resume);
+      m["train"] = r.metrics();
+      metrics[tag] = m;
+      return !r.stopped_early;
+    };
+    const bool done_sp = train_prompt(sp, "D_HR", "D_HA", "sp");
+    if (!done_sp) return false;
+    const bool done_ap = train_prompt(ap, "D_HA", "D_HR", "ap");
+    if (!done_ap) return false;
+    ArtifactWriter w(ctx.artifact_dir(), new_manifest(ctx, ArtifactKind::SoftPrompts, b.model->config(), b.entry.path),
+                     true);
+    w.manifest().metrics = metrics;
+    write_soft_prompts(w, SoftPrompts{sp, ap, ""});
+    w.commit();
+    return true;
+  }
+
+ private:
+  ConfigSchema data_{"`data`"}, prompts_{"`prompts`"};
+  std::string anchors_ = ".cache/data/acd_anchors";
+  int64_t max_response_ = 100;
+  std::string safe_text_ = kAcdSafePrompt, opposite_text_ = kAcdOppositePrompt;
+};
+
 std::unique_ptr<Pipeline> make_pipeline(const std::string& name) {
   if (name == "safedecoding_expert") return std::make_unique<SafeDecodingExpert>();
   if (name == "ngsd_expert") return std::make_unique<NgsdExpert>();
   if (name == "risk_probe") return std::make_unique<RiskProbePipeline>();
   if (name == "ngsd_gate") return std::make_unique<NgsdGatePipeline>();
+  if (name == "acd_prompts") return std::make_unique<AcdPromptsPipeline>();
   std::string known;
   for (const auto& k : known_pipelines()) known += (known.empty() ? "" : ", ") + k;
   fail("unknown training pipeline '", name, "'; known pipelines: ", known);
@@ -604,7 +754,9 @@ std::unique_ptr<Pipeline> make_pipeline(const std::string& name) {
 
 }  // namespace
 
-std::vector<std::string> known_pipelines() { return {"safedecoding_expert", "ngsd_expert", "risk_probe", "ngsd_gate"}; }
+std::vector<std::string> known_pipelines() {
+  return {"safedecoding_expert", "ngsd_expert", "risk_probe", "ngsd_gate", "acd_prompts"};
+}
 
 std::string default_train_dir(const std::string& config_path) {
   return source_dir() + "/.cache/train/" + fs::path(config_path).stem().string();
@@ -663,7 +815,9 @@ TrainRunResult run_train_config(const std::string& config_path, const TrainRunOp
   }
   if (c.threads > 0) torch::set_num_threads(static_cast<int>(c.threads));
   const auto t0 = std::chrono::steady_clock::now();
-  ctx.target = std::make_shared<ModelBundle>(load_model_bundle(c.model));
+  LoadOptions fp32;
+  fp32.weights = LoadOptions::Weights::Fp32;  // training differentiates through fp32 weights only
+  ctx.target = std::make_shared<ModelBundle>(load_model_bundle(c.model, fp32));
   ctx.model_files.push_back(ctx.target->entry.path);
   std::cerr << "[train] " << c.pipeline << " on " << ctx.target->entry.name << " -> " << ctx.run_dir << "\n";
   json metrics = json::object();

@@ -20,7 +20,8 @@ extern const char* const kSafetyExpertPrompt;
 // ACD: l = l_SP - alpha * l_AP, two branches that differ only in the system slot.
 struct AcdConfig {
   double alpha = 0.5;
-  std::string prompts = "manual";  // manual (text system prompts) | soft (tensors sp/ap from `soft_prompts`)
+  std::string prompts = "manual";  // manual (text system prompts) | soft (= trained: the sp/ap of a soft-prompt
+                                   // artifact `soft_prompts`, safedec train configs/train/acd_prompts.yaml)
   std::string variant = "sp_ap";   // sp_ap | null_ap (no system text in the SP branch) | sp_null
   std::string safe_prompt = kAcdSafePrompt;
   std::string opposite_prompt = kAcdOppositePrompt;
