@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: sets everything up (scripts/setup.sh: packages, venv, models, Release build), makes
-# the Safe-Align ICV from the training-pool pairs if it is not cached, then runs
+# the Safe-Align ICV from the training-pool pairs and trains the methods' artifacts if they are not
+# cached (one-time, about 45 minutes on 2 cores), then runs
 # `safedec eval --config configs/quickstart.yaml` on the embedded default model
 # (SmolLM2-135M-Instruct) and prints the results table.
 #   scripts/run.sh                 quickstart: a seeded subsample of every evaluation set (~10 min)
@@ -23,6 +24,25 @@ ICV=.cache/artifacts/icv-smollm2-135m-instruct  # safedec creates .cache/artifac
 if [[ ! -f "$ICV/manifest.json" ]]; then
   echo "[run] extracting the Safe-Align ICV from data/icv_pairs.jsonl (training-pool prompts) -> $ICV" >&2
   "$BUILD/safedec" icv extract --model smollm2-135m-instruct --out "$ICV"
+fi
+# The trained artifacts the main job's methods use (SafeDecoding's LoRA expert; NGSD's LoRA expert,
+# risk probe and calibrated gate), built once into .cache/ and reused: each step is skipped when its
+# output is complete and resumes where it stopped after a kill. First-time cost on 2 CPU cores
+# (experiments/training.md): deep-alignment data ~10 min, NGSD expert ~25 min, probe ~2 min, gate
+# ~2 min, SafeDecoding expert ~6 min. SAFEDEC_SKIP_TRAIN=1 skips this (the eval then refuses the
+# methods whose artifacts are missing, naming the command that builds each).
+complete() { [[ -f "$1/manifest.json" ]] && grep -q '"status": *"complete"' "$1/manifest.json"; }
+if [[ "${SAFEDEC_SKIP_TRAIN:-0}" != 1 ]]; then
+  if ! complete .cache/data/deep_alignment; then
+    echo "[run] building NGSD's training data (one-time): safedec data build --config configs/data/deep_alignment.yaml --resume" >&2
+    "$BUILD/safedec" data build --config configs/data/deep_alignment.yaml --resume
+  fi
+  for t in ngsd_expert risk_probe ngsd_gate safedecoding_expert; do
+    if [[ ! -f ".cache/train/$t/metrics.json" ]]; then
+      echo "[run] training $t (one-time): safedec train --config configs/train/$t.yaml --resume" >&2
+      "$BUILD/safedec" train --config "configs/train/$t.yaml" --resume
+    fi
+  done
 fi
 OUT="runs/$(basename "$CONFIG" .yaml)-$(date -u +%Y%m%d-%H%M%S)"
 echo "[run] safedec eval --config $CONFIG --out $OUT ${ARGS[*]:-}" >&2

@@ -152,3 +152,28 @@ TEST(EvalConfig, ResolvedConfigIsCompleteAndStable) {
   changed.replace(changed.find("limit: 5"), 8, "limit: 6");
   EXPECT_NE(a, canonical_yaml(parse(changed).resolved()));
 }
+
+// The shipped eval configs parse, and the main job's trained methods point at the artifacts that
+// scripts/run.sh builds (the run.sh loop over configs/train/<name>.yaml writes .cache/train/<name>/).
+TEST(EvalConfig, ShippedConfigsUseTheTrainedArtifacts) {
+  const std::string root = SAFEDEC_SOURCE_DIR;
+  for (const char* file : {"/configs/quickstart.yaml", "/configs/full.yaml"}) {
+    SCOPED_TRACE(file);
+    const EvalConfig c = load_eval_config(root + file, DatasetRegistry::builtin());
+    const EvalMethodSpec* sd = nullptr;
+    const EvalMethodSpec* ngsd = nullptr;
+    for (const auto& m : c.methods) {
+      if (m.label == "safedecoding_lora") sd = &m;
+      if (m.label == "ngsd_trained") ngsd = &m;
+    }
+    ASSERT_NE(sd, nullptr) << "no method labelled safedecoding_lora";
+    ASSERT_NE(ngsd, nullptr) << "no method labelled ngsd_trained";
+    EXPECT_EQ(sd->config.safedecoding.expert, "lora");
+    EXPECT_EQ(sd->config.safedecoding.adapter, ".cache/train/safedecoding_expert/artifact");
+    EXPECT_EQ(ngsd->config.ngsd.expert, "lora");
+    EXPECT_EQ(ngsd->config.ngsd.expert_adapter, ".cache/train/ngsd_expert/artifact");
+    EXPECT_EQ(ngsd->config.ngsd.risk, "probe");
+    EXPECT_EQ(ngsd->config.ngsd.probe, ".cache/train/risk_probe/artifact");
+    EXPECT_EQ(ngsd->config.ngsd.gate, ".cache/train/ngsd_gate/artifact");
+  }
+}
