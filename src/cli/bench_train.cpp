@@ -204,29 +204,11 @@ json run_one_mode(const BenchTrainArgs& a, const std::string& mode) {
     for (auto& p : params) p.tensor.mutable_grad() = torch::Tensor();
     MicroResult r = task.forward_backward(micro, norm);
     const double t1 = now_s();
-    // Trainer::run's update: global L2 gradient norm, clipping, AdamW (PyTorch's order, fp32).
-    double sq = 0;
-    for (const auto& p : params)
-      if (p.tensor.grad().defined()) sq += p.tensor.grad().pow(2).sum().item<double>();
-    const double gnorm = std::sqrt(sq);
+    // Trainer::run's update (the same functions): global L2 gradient norm, clipping, AdamW.
+    const double gnorm = global_grad_norm(params);
     SAFEDEC_CHECK(std::isfinite(gnorm) && std::isfinite(r.term_sums[0]), "bench train: non-finite loss or gradient at step ",
                   s + 1, " (loss sum ", r.term_sums[0], ", gradient norm ", gnorm, ")");
-    const double clip = (o.clip_grad_norm > 0 && gnorm > o.clip_grad_norm) ? o.clip_grad_norm / (gnorm + 1e-6) : 1.0;
-    {
-      torch::NoGradGuard ng;
-      const double step = static_cast<double>(s + 1);
-      const double bc1 = 1.0 - std::pow(o.beta1, step), bc2 = 1.0 - std::pow(o.beta2, step);
-      for (size_t i = 0; i < params.size(); ++i) {
-        auto& p = params[i].tensor;
-        if (!p.grad().defined()) continue;
-        torch::Tensor g = clip != 1.0 ? p.grad() * clip : p.grad();
-        if (params[i].decay && o.weight_decay > 0) p.mul_(1.0 - o.lr * o.weight_decay);
-        exp_avg[i].lerp_(g, 1.0 - o.beta1);
-        exp_avg_sq[i].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
-        auto denom = (exp_avg_sq[i].sqrt() / std::sqrt(bc2)).add_(o.eps);
-        p.addcdiv_(exp_avg[i], denom, -o.lr / bc1);
-      }
-    }
+    clip_and_adamw_step(params, exp_avg, exp_avg_sq, o, o.lr, s + 1, gnorm);
     const double t2 = now_s();
     tokens_per_step = r.tokens;
     losses.push_back(r.term_sums[0] / norm[0]);

@@ -22,6 +22,37 @@
 
 namespace safedec {
 
+double global_grad_norm(const std::vector<TrainParam>& params) {
+  torch::NoGradGuard ng;
+  double sq = 0;
+  for (const auto& p : params) {
+    if (!p.tensor.grad().defined()) continue;
+    const double n = p.tensor.grad().norm().item<double>();
+    sq += n * n;
+  }
+  return std::sqrt(sq);
+}
+
+void clip_and_adamw_step(std::vector<TrainParam>& params, std::vector<torch::Tensor>& exp_avg,
+                         std::vector<torch::Tensor>& exp_avg_sq, const OptimConfig& o, double lr, int64_t step,
+                         double gnorm) {
+  torch::NoGradGuard ng;
+  const double clip = (o.clip_grad_norm > 0 && gnorm > o.clip_grad_norm) ? o.clip_grad_norm / (gnorm + 1e-6) : 1.0;
+  const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+  const double bc2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, static_cast<double>(step)));
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto& p = params[i].tensor;
+    if (!p.grad().defined()) continue;
+    torch::Tensor g = p.mutable_grad();
+    if (clip != 1.0) g.mul_(clip);  // in place, as clip_grad_norm_
+    if (params[i].decay && o.weight_decay > 0) p.mul_(1.0 - lr * o.weight_decay);
+    exp_avg[i].lerp_(g, 1.0 - o.beta1);
+    exp_avg_sq[i].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
+    const torch::Tensor denom = exp_avg_sq[i].sqrt().div_(bc2_sqrt).add_(o.eps);
+    p.addcdiv_(exp_avg[i], denom, -lr / bc1);
+  }
+}
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -325,30 +356,12 @@ TrainResult Trainer::run(bool resume) {
       }
       tokens += r.tokens;
     }
-    // Gradient norm (global L2 over every parameter), NaN/Inf check, clipping.
-    double sq = 0;
-    for (const auto& p : params_)
-      if (p.tensor.grad().defined()) sq += p.tensor.grad().pow(2).sum().item<double>();
-    const double gnorm = std::sqrt(sq);
+    // Gradient norm (global L2 over every parameter), NaN/Inf check, clipping, AdamW.
+    const double gnorm = global_grad_norm(params_);
     SAFEDEC_CHECK(std::isfinite(gnorm), "training diverged: the gradient norm is ", gnorm, " at step ", step,
                   "; lower the learning rate or check the data. The last checkpoint is intact.");
-    const double clip = (o.clip_grad_norm > 0 && gnorm > o.clip_grad_norm) ? o.clip_grad_norm / (gnorm + 1e-6) : 1.0;
     const double lr = lr_at(step);
-    {
-      torch::NoGradGuard ng;
-      const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
-      const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
-      for (size_t i = 0; i < params_.size(); ++i) {
-        auto& p = params_[i].tensor;
-        if (!p.grad().defined()) continue;
-        torch::Tensor g = clip != 1.0 ? p.grad() * clip : p.grad();
-        if (params_[i].decay && o.weight_decay > 0) p.mul_(1.0 - lr * o.weight_decay);
-        exp_avg_[i].lerp_(g, 1.0 - o.beta1);
-        exp_avg_sq_[i].mul_(o.beta2).addcmul_(g, g, 1.0 - o.beta2);
-        auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(o.eps);
-        p.addcdiv_(exp_avg_[i], denom, -lr / bc1);
-      }
-    }
+    clip_and_adamw_step(params_, exp_avg_, exp_avg_sq_, o, lr, step, gnorm);
     StepLog s;
     s.step = step;
     s.epoch = (step - 1) / steps_per_epoch();

@@ -52,6 +52,16 @@ struct TrainParam {
   bool decay = true;  // weight decay applies (norms, biases and soft prompts usually don't)
 };
 
+// The optimiser update the Trainer applies after its micro-batches, shared with `safedec bench train`.
+// Global L2 norm of the gradients, as torch.nn.utils.clip_grad_norm_ (a per-tensor norm, no copies).
+double global_grad_norm(const std::vector<TrainParam>& params);
+// Scales the gradients in place by the clip factor of `gnorm` (clip / (gnorm + 1e-6) when above the
+// limit, as clip_grad_norm_), then one AdamW step as torch.optim.AdamW's single-tensor path (decoupled
+// weight decay on `decay` parameters, bias-corrected moments). `step` counts from 1.
+void clip_and_adamw_step(std::vector<TrainParam>& params, std::vector<torch::Tensor>& exp_avg,
+                         std::vector<torch::Tensor>& exp_avg_sq, const OptimConfig& o, double lr, int64_t step,
+                         double gnorm);
+
 // What one micro-batch contributed (loss sums, not means).
 struct MicroResult {
   std::vector<double> term_sums;  // per loss term: sum of per-token (or per-example) losses
