@@ -145,8 +145,9 @@ ArtifactManifest new_manifest(const RunContext& ctx, ArtifactKind kind, const Mo
   return m;
 }
 
-double mean_nll(LmTask& task, int64_t micro) {
+double mean_nll(LmTask& task, int64_t micro, const std::string& label) {
   double s = 0, n = 0;
+  ProgressBar bar(label, static_cast<size_t>(task.size()));
   for (int64_t lo = 0; lo < task.size(); lo += micro) {
     std::vector<int64_t> idx;
     for (int64_t i = lo; i < std::min(task.size(), lo + micro); ++i) idx.push_back(i);
@@ -155,7 +156,9 @@ double mean_nll(LmTask& task, int64_t micro) {
       s += sums[k];
       n += counts[k];
     }
+    bar.tick(idx.size());
   }
+  bar.finish();
   return n > 0 ? s / n : 0.0;
 }
 
@@ -169,13 +172,13 @@ TrainResult train_lm(RunContext& ctx, LmTask& task, json& metrics) {
   for (const auto& e : task.examples()) targets += e.target_count();
   std::cerr << "[train] " << task.size() << " examples, " << targets << " target tokens\n";
   if (ctx.options.resume == false || !fs::exists(ctx.run_dir + "/checkpoints"))
-    metrics["nll_before"] = mean_nll(task, micro);
+    metrics["nll_before"] = mean_nll(task, micro, "nll before");
   Trainer trainer(task, loop, ctx.run_dir, ctx.config_hash);
   TrainResult r = trainer.run(ctx.options.resume);
   metrics["train"] = r.metrics();
   metrics["examples"] = task.size();
   metrics["target_tokens"] = targets;
-  if (!r.stopped_early) metrics["nll_after"] = mean_nll(task, micro);
+  if (!r.stopped_early) metrics["nll_after"] = mean_nll(task, micro, "nll after");
   return r;
 }
 
