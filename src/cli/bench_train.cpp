@@ -34,6 +34,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "core/model_registry.h"
 #include "model/causal_lm.h"
 #include "model/lora.h"
@@ -259,12 +260,6 @@ json run_one_mode(const BenchTrainArgs& a, const std::string& mode) {
     j["lora"] = {{"r", a.lora_r}, {"alpha", a.lora_alpha}, {"dropout", a.lora_dropout},
                  {"targets", split_csv(a.lora_targets)}};
   return j;
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
 }
 
 // Runs one mode in a child process (this executable, --mode MODE --json) and returns its JSON.

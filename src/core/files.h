@@ -13,6 +13,9 @@ void fsync_directory(const std::string& dir);
 
 // `git rev-parse HEAD` of `dir` (nullopt when git or the repository is unavailable), and whether the
 // work tree has uncommitted changes (nullopt when unknown).
+// `s` in single quotes for a POSIX shell (embedded quotes escaped).
+std::string shell_quote(const std::string& s);
+
 std::optional<std::string> git_commit(const std::string& dir);
 std::optional<bool> git_dirty(const std::string& dir);
 
