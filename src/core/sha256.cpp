@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -138,6 +139,18 @@ std::string sha256_file(const std::string& path) {
   size_t got;
   while ((got = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) h.update(buf.data(), got);
   SAFEDEC_CHECK(!std::ferror(f.get()), "read error while hashing ", path, ".");
+  return h.hex_digest();
+}
+
+std::string sha256_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path)) return sha256_file(path);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_regular_file()) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  Sha256 h;
+  for (const auto& n : names) h.update(n + '\0' + sha256_file((fs::path(path) / n).string()) + '\n');
   return h.hex_digest();
 }
 

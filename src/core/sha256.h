@@ -28,5 +28,8 @@ class Sha256 {
 std::string sha256_hex(const std::string& data);
 // Streams the file in 1 MiB chunks; throws safedec::Error naming the path if it cannot be read.
 std::string sha256_file(const std::string& path);
+// A file's SHA-256, or for a directory (a Hugging Face checkpoint) the SHA-256 of the sorted list of
+// its regular files' names and SHA-256s (not recursive).
+std::string sha256_path(const std::string& path);
 
 }  // namespace safedec

@@ -57,10 +57,17 @@ std::string first_difference(const std::string& a, const std::string& b) {
 json file_entries(const std::vector<std::string>& files, const char* what) {
   json arr = json::array();
   for (const auto& f : files) {
-    SAFEDEC_CHECK(file_exists(f), "manifest: ", what, " file not found: ", f, ".");
-    arr.push_back({{"path", fs::absolute(f).lexically_normal().string()},
-                   {"bytes", fs::file_size(f)},
-                   {"sha256", sha256_file(f)}});
+    // A model may be a checkpoint directory: its bytes are the sum of its files'.
+    const bool dir = fs::is_directory(f);
+    SAFEDEC_CHECK(dir || file_exists(f), "manifest: ", what, " file not found: ", f, ".");
+    uintmax_t bytes = 0;
+    if (dir) {
+      for (const auto& e : fs::directory_iterator(f))
+        if (e.is_regular_file()) bytes += e.file_size();
+    } else {
+      bytes = fs::file_size(f);
+    }
+    arr.push_back({{"path", fs::absolute(f).lexically_normal().string()}, {"bytes", bytes}, {"sha256", sha256_path(f)}});
   }
   return arr;
 }
