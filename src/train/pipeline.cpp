@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <set>
 
 #include "artifacts/typed.h"
 #include "core/config_schema.h"
@@ -24,11 +25,14 @@
 #include "decoding/strategies/common.h"
 #include "decoding/strategy_registry.h"
 #include "eval/dataset.h"
+#include "eval/judge.h"
 #include "eval/progress.h"
 #include "eval/run_dir.h"
 #include "eval/svg.h"
+#include "train/harm_vector_pipeline.h"
 #include "train/lm_task.h"
 #include "train/probe.h"
+#include "train/prompt_wrappers.h"
 #include "train/sft_data.h"
 #include "train/trainer.h"
 
@@ -136,7 +140,7 @@ ArtifactManifest new_manifest(const RunContext& ctx, ArtifactKind kind, const Mo
                               const std::string& model_file) {
   ArtifactManifest m;
   m.kind = kind;
-  m.model = ModelIdentity::of(model, model_file.empty() ? std::string() : sha256_file(model_file));
+  m.model = ModelIdentity::of(model, model_file.empty() ? std::string() : sha256_path(model_file));
   YAML::Node cfg = YAML::LoadFile(ctx.run_dir + "/config.resolved.yaml");
   // The resolved config as JSON text (YAML stays the source of truth in the run directory).
   m.training_config = {{"config", canonical_yaml(cfg)}, {"config_sha256", ctx.config_hash}};
@@ -262,6 +266,10 @@ class NgsdExpert : public Pipeline {
     data_.add("prefix_probability", aug_.prefix_probability, "share of safety examples with a harmful prefix")
         .range(0, 1);
     data_.add("max_prefix_tokens", aug_.max_prefix_tokens, "k ~ U[1, min(this, len)] harmful tokens").range(1, 4096);
+    data_.add("wrap_probability", wrap_probability_,
+              "share of rows (safety and anchor alike) whose instruction is put in an adversarial-style wrapper "
+              "(src/train/prompt_wrappers.h), seeded per row id")
+        .range(0, 1);
     data_.add("limit_safety", limit_safety_, "safety rows used (0 = all)").range(0, 1e9);
     data_.add("limit_anchor", limit_anchor_, "anchor rows used (0 = all)").range(0, 1e9);
     top.section("data", data_);
@@ -320,6 +328,20 @@ class NgsdExpert : public Pipeline {
       model = expert_bundle->model;
       opt.train_full = true;
     }
+    if (wrap_probability_ > 0) {
+      // The same wrappers on refusals and anchors: the expert learns to read through a wrapper, not to
+      // refuse whatever is wrapped.
+      int64_t wrapped = 0;
+      const size_t n_wrappers = prompt_wrapper_names().size();
+      for (auto& r : rows) {
+        const uint64_t key = sample_key(ctx.common.seed, r.id + "#wrap");
+        if (static_cast<double>(key >> 11) * 0x1.0p-53 >= wrap_probability_) continue;
+        r.instruction = wrap_prompt(r.instruction, key % n_wrappers, sample_key(ctx.common.seed, r.id + "#noise"));
+        ++wrapped;
+      }
+      ctx.counts["wrapped_rows"] = wrapped;
+      metrics["wrapped_rows"] = wrapped;
+    }
     int64_t augmented = 0;
     auto ex = deep_alignment_examples(*expert_bundle, rows, aug_, ctx.common.max_seq_len, &augmented);
     ctx.counts["augmented_safety_examples"] = augmented;
@@ -347,6 +369,7 @@ class NgsdExpert : public Pipeline {
   ConfigSchema data_{"`data`"}, expert_{"`expert`"};
   std::string triplets_ = ".cache/data/deep_alignment";
   AugmentOptions aug_;
+  double wrap_probability_ = 0.0;
   int64_t limit_safety_ = 0, limit_anchor_ = 0;
   std::string kind_ = "lora";
   int64_t layers_ = 10;
@@ -402,6 +425,15 @@ class RiskProbePipeline : public Pipeline {
     data_.add("holdout", holdout_, "share held out for AUROC").range(0.05, 0.5);
     data_.add("batch_size", batch_, "prompts per feature-extraction forward").range(1, 1024);
     data_.add("max_prompt_tokens", max_tokens_, "prompts longer than this keep their last tokens").range(8, 32768);
+    data_.add("benign_answered", answered_,
+              "training-split datasets with a written reply (e.g. safety_tuned) whose rows the keyword judge does "
+              "not see as refused: sensitive-sounding requests that deserve an answer, labelled benign");
+    data_.add("limit_answered", limit_answered_, "rows per benign_answered dataset (seeded sample, 0 = all)")
+        .range(0, 1e9);
+    data_.add("augment", augment_, "none, or wrappers: add copies of every prompt in adversarial-style wrappers "
+                                   "(src/train/prompt_wrappers.h), harmful and benign alike, with their labels")
+        .one_of({"none", "wrappers"});
+    data_.add("augment_copies", copies_, "wrapped copies per prompt (augment: wrappers)").range(1, 16);
     top.section("data", data_);
   }
   bool run(RunContext& ctx, json& metrics) override {
@@ -409,6 +441,26 @@ class RiskProbePipeline : public Pipeline {
     auto prompts = labeled_prompts(ctx, harmful_, 1, limit_);
     const size_t n_harm = prompts.size();
     auto ben = labeled_prompts(ctx, benign_, 0, limit_);
+    if (!answered_.empty()) {
+      const auto judge = make_judge("keyword");
+      std::set<std::string> harmful_ids;  // a row sampled as harmful is never also a benign one
+      for (const auto& p : prompts) harmful_ids.insert(p.id);
+      for (const auto& n : answered_) {
+        std::vector<Example> kept;
+        for (auto& e : load_train_dataset(ctx, n, 0, ctx.common.seed)) {
+          SAFEDEC_CHECK(e.reference.has_value(), "risk_probe: data.benign_answered dataset '", n,
+                        "' has no reference reply to judge (row ", e.id, ")");
+          if (!judge->judge(e.prompt, *e.reference).refused && !harmful_ids.count(n + "/" + e.id))
+            kept.push_back(std::move(e));
+        }
+        std::sort(kept.begin(), kept.end(), [&](const Example& a, const Example& c) {
+          return sample_key(ctx.common.seed, a.id) < sample_key(ctx.common.seed, c.id);
+        });
+        if (limit_answered_ > 0 && static_cast<int64_t>(kept.size()) > limit_answered_) kept.resize(limit_answered_);
+        ctx.counts["answered_rows." + n] = kept.size();
+        for (const auto& e : kept) ben.push_back({n + "/answered/" + e.id, e.prompt, 0});
+      }
+    }
     prompts.insert(prompts.end(), ben.begin(), ben.end());
     ctx.counts["harmful_prompts"] = n_harm;
     ctx.counts["benign_prompts"] = ben.size();
@@ -421,8 +473,26 @@ class RiskProbePipeline : public Pipeline {
     const size_t n_hold = static_cast<size_t>(holdout_ * static_cast<double>(prompts.size()));
     std::vector<int64_t> train_idx, hold_idx;
     for (size_t i = 0; i < order.size(); ++i) (i < n_hold ? hold_idx : train_idx).push_back(order[i]);
+    // Wrapped copies follow their source prompt into its part, so no held-out prompt is seen wrapped in
+    // training; the held-out copies are scored separately (holdout_wrapped).
+    std::vector<int64_t> hold_wrapped_idx;
+    if (augment_ == "wrappers") {
+      std::vector<uint8_t> held(prompts.size(), 0);
+      for (int64_t i : hold_idx) held[static_cast<size_t>(i)] = 1;
+      const size_t n_orig = prompts.size();
+      const size_t n_wrappers = prompt_wrapper_names().size();
+      for (size_t i = 0; i < n_orig; ++i)
+        for (int64_t c = 0; c < copies_; ++c) {
+          const std::string tag = prompts[i].id + "#wrap" + std::to_string(c);
+          // Copies of one prompt take distinct wrappers (while there are enough).
+          const size_t w = (sample_key(ctx.common.seed, prompts[i].id) + static_cast<uint64_t>(c)) % n_wrappers;
+          prompts.push_back({tag, wrap_prompt(prompts[i].text, w, sample_key(ctx.common.seed, tag)), prompts[i].label});
+          (held[i] ? hold_wrapped_idx : train_idx).push_back(static_cast<int64_t>(prompts.size() - 1));
+        }
+      ctx.counts["wrapped_prompts"] = prompts.size() - n_orig;
+    }
     std::cerr << "[train] risk probe: " << n_harm << " harmful + " << ben.size() << " benign prompts, "
-              << hold_idx.size() << " held out\n";
+              << hold_idx.size() << " held out" << (augment_ == "wrappers" ? ", with wrapped copies" : "") << "\n";
     torch::Tensor feats = prompt_features(b, prompts, batch_, max_tokens_);
     std::vector<float> lab;
     for (const auto& p : prompts) lab.push_back(static_cast<float>(p.label));
@@ -466,6 +536,7 @@ class RiskProbePipeline : public Pipeline {
     };
     evaluate(tr, "train_split");
     evaluate(ho, "holdout");
+    if (!hold_wrapped_idx.empty()) evaluate(torch::tensor(hold_wrapped_idx, torch::kInt64), "holdout_wrapped");
     std::cerr << "[train] risk probe held-out AUROC " << metrics["holdout"]["auroc"].get<double>() << ", accuracy "
               << metrics["holdout"]["accuracy"].get<double>() << "\n";
     auto [w, bias] = task.raw_probe();
@@ -481,13 +552,19 @@ class RiskProbePipeline : public Pipeline {
  private:
   ConfigSchema data_{"`data`"};
   std::vector<std::string> harmful_, benign_;
-  int64_t limit_ = 300, batch_ = 16, max_tokens_ = 512;
+  std::vector<std::string> answered_;
+  int64_t limit_ = 300, batch_ = 16, max_tokens_ = 512, copies_ = 1, limit_answered_ = 0;
+  std::string augment_ = "none";
   double holdout_ = 0.2;
 };
 
-// LIF calibration (methods.md 1): NGSD with the configured expert decodes benign training prompts with
-// alpha 0 (mixing off, so the path is the target's own greedy path); the per-token TV distances give
-// the smallest theta at which the gate fires on at most `target_fire_rate` of the benign tokens.
+// LIF calibration (methods.md 1): NGSD with the configured expert and risk estimator decodes benign
+// (and harmful) training prompts along the target's own greedy path (follow_target: the gate and the
+// mixing are computed but not applied). Each token records its TV distance and whether a spike there
+// would change the greedy token at the prompt's alpha ("flip"). objective fire_rate: the smallest theta
+// at which the gate fires on at most `target_fire_rate` of the benign tokens; flip_rate: the smallest
+// theta at which spikes change at most that share of benign tokens (with a risk probe, a low-risk prompt
+// mixes with alpha 0.1, which rarely changes a token, so the gate may fire more often).
 class NgsdGatePipeline : public Pipeline {
  public:
   void declare(ConfigSchema& top) override {
@@ -497,7 +574,14 @@ class NgsdGatePipeline : public Pipeline {
     data_.add("max_new_tokens", max_new_, "tokens decoded per prompt").range(1, 4096);
     data_.add("batch_size", batch_, "prompts per batch").range(1, 256);
     top.section("data", data_);
-    gate_.add("target_fire_rate", target_rate_, "share of benign tokens the gate may fire on").range(0, 0.99);
+    gate_.add("target_fire_rate", target_rate_, "share of benign tokens the gate may fire on (or change)")
+        .range(0, 0.99);
+    gate_.add("objective", objective_, "what target_fire_rate bounds on benign tokens")
+        .one_of({"flip_rate", "fire_rate"});
+    gate_.add("keep_harmful", keep_harmful_,
+              "flip_rate: raise theta while the harmful token changes stay at least this share of those at the "
+              "lowest admissible theta (1 = keep that theta)")
+        .range(0.01, 1);
     gate_.add("tau", tau_, "LIF time constant (kept)").range(1.0001, 1e6);
     gate_.add("reset", reset_, "soft-reset factor (kept)").range(0, 1);
     top.section("gate", gate_);
@@ -507,15 +591,22 @@ class NgsdGatePipeline : public Pipeline {
   bool run(RunContext& ctx, json& metrics) override {
     auto& b = *ctx.target;
     MethodConfig mc = parse_method_config("ngsd", top_->node("ngsd"), ctx.config_path);
-    mc.ngsd.risk = "fixed";
-    mc.ngsd.alpha = 0.0;  // record TV along the target's own path
+    mc.ngsd.follow_target = true;  // record along the target's own path
     mc.ngsd.gate.clear();
     std::map<std::string, std::vector<float>> tv;
+    std::map<std::string, std::vector<uint8_t>> flip;
     MethodFactory factory(mc, b, [&](const json& j) {
-      if (j.value("method", "") == "ngsd") tv[j.at("id").get<std::string>()].push_back(j.at("tv").get<float>());
+      if (j.value("method", "") != "ngsd") return;
+      const auto id = j.at("id").get<std::string>();
+      tv[id].push_back(j.at("tv").get<float>());
+      flip[id].push_back(j.at("flip").get<bool>() ? 1 : 0);
     });
+    struct Traces {
+      std::vector<std::vector<float>> tv;
+      std::vector<std::vector<uint8_t>> flip;
+    };
     auto decode = [&](const std::vector<LabeledPrompt>& prompts, const std::string& what) {
-      std::vector<std::vector<float>> seqs;
+      Traces seqs;
       GenerationOptions go = b.generation_options();
       go.max_new_tokens = max_new_;
       Generator gen(go);
@@ -526,18 +617,45 @@ class NgsdGatePipeline : public Pipeline {
         for (size_t i = lo; i < std::min(prompts.size(), lo + batch_); ++i)
           sp.push_back(b.make_prompt(prompts[i].id, prompts[i].text));
         tv.clear();
+        flip.clear();
         auto strategy = factory.make();
         gen.run(*strategy, sp);
-        for (const auto& p : sp) seqs.push_back(tv[p.id]);
+        for (const auto& p : sp) {
+          seqs.tv.push_back(tv[p.id]);
+          seqs.flip.push_back(flip[p.id]);
+        }
         bar.tick(sp.size());
       }
       bar.finish();
       return seqs;
     };
-    auto benign = decode(labeled_prompts(ctx, benign_, 0, limit_), "benign");
-    std::vector<std::vector<float>> harmful;
-    if (!harmful_.empty()) harmful = decode(labeled_prompts(ctx, harmful_, 1, limit_), "harmful");
-    const double theta = calibrate_lif_theta(benign, tau_, reset_, target_rate_);
+    const Traces bt = decode(labeled_prompts(ctx, benign_, 0, limit_), "benign");
+    Traces ht;
+    if (!harmful_.empty()) ht = decode(labeled_prompts(ctx, harmful_, 1, limit_), "harmful");
+    const auto& benign = bt.tv;
+    const auto& harmful = ht.tv;
+    const bool by_flip = objective_ == "flip_rate";
+    const double theta_admissible = calibrate_lif_theta(benign, tau_, reset_, target_rate_, by_flip ? &bt.flip : nullptr);
+    // The lowest admissible theta may be 0 (always fire) when the expert, at the prompts' alpha, rarely
+    // changes a benign token. The sparsest gate that keeps `keep_harmful` of the harmful token changes
+    // changes still fewer benign tokens; kept only while it meets the benign bound too.
+    double theta = theta_admissible;
+    if (by_flip && !harmful.empty() && keep_harmful_ < 1.0) {
+      const double sparse = sparsest_lif_theta(harmful, ht.flip, tau_, reset_, theta_admissible, keep_harmful_);
+      if (lif_marked_rate(benign, bt.flip, tau_, sparse, reset_) <= target_rate_) theta = sparse;
+    }
+    metrics["theta_lowest_admissible"] = theta_admissible;
+    metrics["keep_harmful"] = keep_harmful_;
+    // Share of prompts with a token-changing spike among the first `n` tokens.
+    auto prompts_changed_within = [&](const Traces& t, size_t n) {
+      int64_t hit = 0;
+      for (size_t i = 0; i < t.tv.size(); ++i) {
+        std::vector<float> head(t.tv[i].begin(), t.tv[i].begin() + std::min(n, t.tv[i].size()));
+        std::vector<uint8_t> marks(t.flip[i].begin(), t.flip[i].begin() + static_cast<int64_t>(head.size()));
+        hit += lif_marked_rate({head}, {marks}, tau_, theta, reset_) > 0 ? 1 : 0;
+      }
+      return t.tv.empty() ? 0.0 : static_cast<double>(hit) / static_cast<double>(t.tv.size());
+    };
     auto mean_tv = [](const std::vector<std::vector<float>>& s) {
       double sum = 0, n = 0;
       for (const auto& x : s)
@@ -557,12 +675,17 @@ class NgsdGatePipeline : public Pipeline {
       return n > 0 ? sum / n : 0.0;
     };
     metrics["theta"] = theta;
+    metrics["objective"] = objective_;
     metrics["benign_fire_rate"] = lif_fire_rate(benign, tau_, theta, reset_);
+    metrics["benign_flip_rate"] = lif_marked_rate(benign, bt.flip, tau_, theta, reset_);
+    metrics["benign_prompts_changed_in_first_4_tokens"] = prompts_changed_within(bt, 4);
     metrics["benign_fire_rate_at_theta_1"] = lif_fire_rate(benign, tau_, 1.0, reset_);
     metrics["benign_mean_tv"] = mean_tv(benign);
     metrics["benign_first_token_tv"] = first_tv(benign);
     if (!harmful.empty()) {
       metrics["harmful_fire_rate"] = lif_fire_rate(harmful, tau_, theta, reset_);
+      metrics["harmful_flip_rate"] = lif_marked_rate(harmful, ht.flip, tau_, theta, reset_);
+      metrics["harmful_prompts_changed_in_first_4_tokens"] = prompts_changed_within(ht, 4);
       metrics["harmful_fire_rate_at_theta_1"] = lif_fire_rate(harmful, tau_, 1.0, reset_);
       metrics["harmful_mean_tv"] = mean_tv(harmful);
       metrics["harmful_first_token_tv"] = first_tv(harmful);
@@ -570,26 +693,31 @@ class NgsdGatePipeline : public Pipeline {
       for (const auto& x : harmful) fired_first += (!x.empty() && x[0] >= theta) ? 1 : 0;
       metrics["harmful_prompts_firing_on_token_1"] = static_cast<double>(fired_first) / harmful.size();
     }
-    std::cerr << "[train] gate: theta " << theta << " (tau " << tau_ << ", reset " << reset_ << "), benign fire rate "
-              << metrics["benign_fire_rate"].get<double>()
+    std::cerr << "[train] gate (" << objective_ << "): theta " << theta << " (tau " << tau_ << ", reset " << reset_
+              << "), benign fire rate " << metrics["benign_fire_rate"].get<double>() << ", token-changing "
+              << metrics["benign_flip_rate"].get<double>()
               << (harmful.empty() ? std::string()
-                                  : ", harmful " + std::to_string(metrics["harmful_fire_rate"].get<double>()))
+                                  : "; harmful " + std::to_string(metrics["harmful_fire_rate"].get<double>()) +
+                                        ", token-changing " + std::to_string(metrics["harmful_flip_rate"].get<double>()))
               << "\n";
-    write_fire_rate_plot(ctx.run_dir + "/gate_calibration.svg", benign, harmful, theta);
+    write_fire_rate_plot(ctx.run_dir + "/gate_calibration.svg", bt, ht, theta);
     ArtifactWriter w(ctx.artifact_dir(),
                      new_manifest(ctx, ArtifactKind::GateCalibration, b.model->config(), b.entry.path), true);
     w.manifest().metrics = metrics;
     w.manifest().params["expert"] = mc.ngsd.expert;
     w.manifest().params["expert_adapter"] = mc.ngsd.expert_adapter;
     w.manifest().params["expert_weights"] = mc.ngsd.expert_weights;
+    w.manifest().params["risk"] = mc.ngsd.risk;
+    w.manifest().params["probe"] = mc.ngsd.probe;
     write_gate_calibration(w, GateCalibration{tau_, theta, reset_, target_rate_});
     w.commit();
     return true;
   }
 
  private:
-  void write_fire_rate_plot(const std::string& path, const std::vector<std::vector<float>>& benign,
-                            const std::vector<std::vector<float>>& harmful, double theta) const {
+  template <class Traces>
+  void write_fire_rate_plot(const std::string& path, const Traces& benign, const Traces& harmful,
+                            double theta) const {
     XyChart c;
     c.title = "LIF gate fire rate against the threshold theta";
     c.subtitle = "tau " + std::to_string(tau_) + ", reset " + std::to_string(reset_) + "; chosen theta " +
@@ -597,20 +725,24 @@ class NgsdGatePipeline : public Pipeline {
     c.x.label = "theta";
     c.y.label = "share of tokens that fire";
     c.y.percent = true;
-    auto curve = [&](const std::vector<std::vector<float>>& s, const std::string& label) {
+    auto curve = [&](const Traces& s, bool changed, const std::string& label) {
       XySeries x;
       x.label = label;
       x.markers = false;
       for (int i = 1; i <= 60; ++i) {
         const double t = tau_ * i / 60.0 * 0.5;
         x.x.push_back(t);
-        x.y.push_back(lif_fire_rate(s, tau_, t, reset_));
+        x.y.push_back(changed ? lif_marked_rate(s.tv, s.flip, tau_, t, reset_) : lif_fire_rate(s.tv, tau_, t, reset_));
       }
       return x;
     };
-    c.series.push_back(curve(benign, "benign prompts"));
-    if (!harmful.empty()) c.series.push_back(curve(harmful, "harmful prompts"));
-    c.hlines.push_back(HLine{target_rate_, "target benign rate"});
+    c.series.push_back(curve(benign, false, "benign: fires"));
+    c.series.push_back(curve(benign, true, "benign: fires and changes the token"));
+    if (!harmful.tv.empty()) {
+      c.series.push_back(curve(harmful, false, "harmful: fires"));
+      c.series.push_back(curve(harmful, true, "harmful: fires and changes the token"));
+    }
+    c.hlines.push_back(HLine{target_rate_, "target benign rate (" + objective_ + ")"});
     write_file_atomic(path, render_xy_chart(c));
   }
 
@@ -618,7 +750,8 @@ class NgsdGatePipeline : public Pipeline {
   ConfigSchema* top_ = nullptr;
   std::vector<std::string> benign_, harmful_;
   int64_t limit_ = 24, max_new_ = 32, batch_ = 8;
-  double target_rate_ = 0.05, tau_ = 8.0, reset_ = 0.6;
+  std::string objective_ = "flip_rate";
+  double target_rate_ = 0.05, tau_ = 8.0, reset_ = 0.6, keep_harmful_ = 1.0;
 };
 
 // ACD's opposite prompt optimisation (methods.md 2): SP and AP start as the target's own input
@@ -750,6 +883,32 @@ std::unique_ptr<Pipeline> make_pipeline(const std::string& name) {
   if (name == "risk_probe") return std::make_unique<RiskProbePipeline>();
   if (name == "ngsd_gate") return std::make_unique<NgsdGatePipeline>();
   if (name == "acd_prompts") return std::make_unique<AcdPromptsPipeline>();
+  if (name == "harm_vector") {
+    // Safety Arithmetic's harm vector (train/harm_vector_pipeline.cpp), handed this file's shared helpers.
+    struct HarmVectorAdapter : Pipeline {
+      HarmVectorPipeline p;
+      void declare(ConfigSchema& top) override { p.declare(top); }
+      bool run(RunContext& ctx, json& metrics) override {
+        HarmVectorRunEnv env;
+        env.target = ctx.target;
+        env.run_dir = ctx.run_dir;
+        env.artifact_dir = ctx.artifact_dir();
+        env.seed = ctx.common.seed;
+        env.max_seq_len = ctx.common.max_seq_len;
+        env.activation_checkpointing = ctx.common.activation_checkpointing;
+        env.dataset_files = &ctx.dataset_files;
+        env.counts = &ctx.counts;
+        env.data_ids = &ctx.data_ids;
+        env.make_lora = [&](const ModelConfig& cfg) { return make_lora(ctx.common.lora, cfg, ctx.common.seed); };
+        env.train = [&](LmTask& task, json& m) { return train_lm(ctx, task, m); };
+        env.new_manifest = [&](ArtifactKind kind, const ModelConfig& cfg, const std::string& file) {
+          return new_manifest(ctx, kind, cfg, file);
+        };
+        return p.run(env, metrics);
+      }
+    };
+    return std::make_unique<HarmVectorAdapter>();
+  }
   std::string known;
   for (const auto& k : known_pipelines()) known += (known.empty() ? "" : ", ") + k;
   fail("unknown training pipeline '", name, "'; known pipelines: ", known);
@@ -758,7 +917,7 @@ std::unique_ptr<Pipeline> make_pipeline(const std::string& name) {
 }  // namespace
 
 std::vector<std::string> known_pipelines() {
-  return {"safedecoding_expert", "ngsd_expert", "risk_probe", "ngsd_gate", "acd_prompts"};
+  return {"safedecoding_expert", "ngsd_expert", "risk_probe", "ngsd_gate", "acd_prompts", "harm_vector"};
 }
 
 std::string default_train_dir(const std::string& config_path) {

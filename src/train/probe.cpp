@@ -81,44 +81,89 @@ double auroc(const std::vector<double>& scores, const std::vector<int>& labels) 
          (static_cast<double>(pos) * static_cast<double>(neg));
 }
 
-int64_t lif_spikes(const std::vector<float>& inputs, double tau, double theta, double reset) {
+namespace {
+// LIF over one sequence; counts the spikes at tokens with mark != 0 (all tokens when marks is null).
+int64_t lif_count(const std::vector<float>& inputs, const std::vector<uint8_t>* marks, double tau, double theta,
+                  double reset) {
   double v = 0;
   int64_t spikes = 0;
   const double leak = 1.0 - 1.0 / tau;
-  for (float in : inputs) {
-    v = leak * v + static_cast<double>(in);
+  for (size_t t = 0; t < inputs.size(); ++t) {
+    v = leak * v + static_cast<double>(inputs[t]);
     if (v >= theta) {
-      ++spikes;
+      if (!marks || (*marks)[t]) ++spikes;
       v *= reset;
     }
   }
   return spikes;
 }
 
-double lif_fire_rate(const std::vector<std::vector<float>>& sequences, double tau, double theta, double reset) {
+double lif_rate(const std::vector<std::vector<float>>& sequences, const std::vector<std::vector<uint8_t>>* marks,
+                double tau, double theta, double reset) {
   int64_t spikes = 0, tokens = 0;
-  for (const auto& s : sequences) {
-    spikes += lif_spikes(s, tau, theta, reset);
-    tokens += static_cast<int64_t>(s.size());
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    spikes += lif_count(sequences[i], marks ? &(*marks)[i] : nullptr, tau, theta, reset);
+    tokens += static_cast<int64_t>(sequences[i].size());
   }
   return tokens > 0 ? static_cast<double>(spikes) / static_cast<double>(tokens) : 0.0;
 }
+}  // namespace
+
+int64_t lif_spikes(const std::vector<float>& inputs, double tau, double theta, double reset) {
+  return lif_count(inputs, nullptr, tau, theta, reset);
+}
+
+double lif_fire_rate(const std::vector<std::vector<float>>& sequences, double tau, double theta, double reset) {
+  return lif_rate(sequences, nullptr, tau, theta, reset);
+}
+
+double lif_marked_rate(const std::vector<std::vector<float>>& sequences,
+                       const std::vector<std::vector<uint8_t>>& marks, double tau, double theta, double reset) {
+  SAFEDEC_CHECK(marks.size() == sequences.size(), "LIF marked rate: ", marks.size(), " mark sequences for ",
+                sequences.size(), " input sequences");
+  for (size_t i = 0; i < marks.size(); ++i)
+    SAFEDEC_CHECK(marks[i].size() == sequences[i].size(), "LIF marked rate: sequence ", i, " has ",
+                  sequences[i].size(), " inputs but ", marks[i].size(), " marks");
+  return lif_rate(sequences, &marks, tau, theta, reset);
+}
 
 double calibrate_lif_theta(const std::vector<std::vector<float>>& sequences, double tau, double reset,
-                           double target_rate) {
+                           double target_rate, const std::vector<std::vector<uint8_t>>* marks) {
   SAFEDEC_CHECK(tau > 1.0 && reset >= 0.0 && reset <= 1.0, "LIF calibration: tau must be > 1 and reset in [0, 1]");
   SAFEDEC_CHECK(target_rate >= 0.0 && target_rate < 1.0, "LIF calibration: the target fire rate must be in [0, 1)");
+  auto rate = [&](double theta) {
+    return marks ? lif_marked_rate(sequences, *marks, tau, theta, reset) : lif_fire_rate(sequences, tau, theta, reset);
+  };
   // With inputs in [0, 1] the potential never exceeds tau, so theta = tau (+ eps) never fires.
   double lo = 0.0, hi = tau + 1e-6;
-  if (lif_fire_rate(sequences, tau, hi, reset) > target_rate) return hi;
+  if (rate(hi) > target_rate) return hi;
   for (int i = 0; i < 60; ++i) {
     const double mid = 0.5 * (lo + hi);
-    if (lif_fire_rate(sequences, tau, mid, reset) <= target_rate)
+    if (rate(mid) <= target_rate)
       hi = mid;
     else
       lo = mid;
   }
   return hi;
+}
+
+double sparsest_lif_theta(const std::vector<std::vector<float>>& sequences,
+                          const std::vector<std::vector<uint8_t>>& marks, double tau, double reset, double theta_lo,
+                          double keep) {
+  SAFEDEC_CHECK(tau > 1.0 && reset >= 0.0 && reset <= 1.0, "LIF calibration: tau must be > 1 and reset in [0, 1]");
+  SAFEDEC_CHECK(keep > 0.0 && keep <= 1.0, "LIF calibration: the kept share of token changes must be in (0, 1]");
+  SAFEDEC_CHECK(theta_lo >= 0.0 && theta_lo <= tau + 1e-6, "LIF calibration: theta_lo must be in [0, tau]");
+  const double bound = keep * lif_marked_rate(sequences, marks, tau, theta_lo, reset);
+  if (bound <= 0.0) return theta_lo;
+  double lo = theta_lo, hi = tau + 1e-6;  // lo meets the bound; hi never fires
+  for (int i = 0; i < 60; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    if (lif_marked_rate(sequences, marks, tau, mid, reset) >= bound)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
 }
 
 }  // namespace safedec

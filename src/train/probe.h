@@ -41,8 +41,21 @@ double auroc(const std::vector<double>& scores, const std::vector<int>& labels);
 int64_t lif_spikes(const std::vector<float>& inputs, double tau, double theta, double reset);
 // Share of all tokens that spike.
 double lif_fire_rate(const std::vector<std::vector<float>>& sequences, double tau, double theta, double reset);
-// The smallest theta in (0, tau] (bisection, 60 steps) whose fire rate is <= target_rate.
+// Share of all tokens that spike at a token marked in `marks` (marks[i][t] != 0; one mark per input):
+// with NGSD's per-token "flip" marks, the share of tokens whose greedy choice the gate changes.
+double lif_marked_rate(const std::vector<std::vector<float>>& sequences,
+                       const std::vector<std::vector<uint8_t>>& marks, double tau, double theta, double reset);
+// The smallest theta in (0, tau] (bisection, 60 steps) whose fire rate (or, with marks, marked-spike
+// rate) is <= target_rate. The rates are not strictly monotone in theta under the soft reset; the result
+// always meets the target.
 double calibrate_lif_theta(const std::vector<std::vector<float>>& sequences, double tau, double reset,
-                           double target_rate);
+                           double target_rate, const std::vector<std::vector<uint8_t>>* marks = nullptr);
+// The largest theta in [theta_lo, tau] (bisection, 60 steps) whose marked-spike rate on `sequences` is
+// still at least `keep` (in (0, 1]) times its rate at theta_lo: the sparsest gate that keeps that share
+// of the token changes theta_lo makes. theta_lo itself when its rate is 0. The result always meets the
+// bound.
+double sparsest_lif_theta(const std::vector<std::vector<float>>& sequences,
+                          const std::vector<std::vector<uint8_t>>& marks, double tau, double reset, double theta_lo,
+                          double keep);
 
 }  // namespace safedec

@@ -178,7 +178,8 @@ TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
   const std::string probe_cfg = write_file(
       "probe.yaml",
       "pipeline: risk_probe\nmodel: smollm2-135m-instruct\ndata: {harmful: [harmfulqa, catqa], benign: "
-      "[benign_instructions, alpaca_eval_train], limit_per_dataset: 10, holdout: 0.25, batch_size: 10}\n"
+      "[benign_instructions, alpaca_eval_train], limit_per_dataset: 10, holdout: 0.25, batch_size: 10, augment: "
+      "wrappers}\n"
       "train: {epochs: 50, batch_size: 64, lr: 1.0e-2, schedule: constant, clip_grad_norm: 0}\n");
   const std::string probe_out = base_dir() + "/probe_run";
   fs::remove_all(probe_out);
@@ -186,6 +187,9 @@ TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
   ASSERT_EQ(r.code, 0) << r.out;
   const json pm = read_json(probe_out + "/metrics.json");
   EXPECT_EQ(pm["holdout"]["n"], 10);
+  // One wrapped copy per prompt; the held-out prompts' copies are scored apart, never trained on.
+  EXPECT_EQ(pm["holdout_wrapped"]["n"], 10) << pm.dump();
+  EXPECT_EQ(pm["train_split"]["n"], 60) << pm.dump();
   // Harmful questions and benign instructions are far apart in the model's hidden state.
   EXPECT_GT(pm["holdout"]["auroc"].get<double>(), 0.8) << pm.dump();
   RiskProbe probe = load_risk_probe(probe_out + "/artifact", bundle().model->config());
@@ -195,13 +199,22 @@ TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
       "gate.yaml", "pipeline: ngsd_gate\nmodel: smollm2-135m-instruct\ndata: {benign: [benign_instructions], harmful: "
                    "[catqa], limit_per_dataset: 4, max_new_tokens: 6, batch_size: 4}\ngate: {target_fire_rate: 0.1}\n"
                    "ngsd: {expert: lora, expert_adapter: " +
-                       expert_out + "/artifact}\n");
+                       expert_out + "/artifact, risk: probe, probe: " + probe_out + "/artifact}\n");
   const std::string gate_out = base_dir() + "/gate_run";
   fs::remove_all(gate_out);
   r = run("train --config " + gate_cfg + " --out " + gate_out + " --threads 2");
   ASSERT_EQ(r.code, 0) << r.out;
   const json gm = read_json(gate_out + "/metrics.json");
-  EXPECT_LE(gm["benign_fire_rate"].get<double>(), 0.1 + 1e-9) << gm.dump();
+  // The default objective bounds the share of benign tokens that a spike changes (at the probe's alpha).
+  EXPECT_EQ(gm["objective"], "flip_rate");
+  EXPECT_LE(gm["benign_flip_rate"].get<double>(), 0.1 + 1e-9) << gm.dump();
+  EXPECT_LE(gm["benign_flip_rate"].get<double>(), gm["benign_fire_rate"].get<double>()) << gm.dump();
+  EXPECT_LE(gm["harmful_flip_rate"].get<double>(), gm["harmful_fire_rate"].get<double>()) << gm.dump();
+  // keep_harmful 1 (the default) keeps the lowest admissible theta.
+  EXPECT_DOUBLE_EQ(gm["keep_harmful"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(gm["theta"].get<double>(), gm["theta_lowest_admissible"].get<double>()) << gm.dump();
+  const json gman = read_json(gate_out + "/artifact/manifest.json");
+  EXPECT_EQ(gman["params"]["risk"], "probe") << gman.dump();
   EXPECT_TRUE(fs::exists(gate_out + "/gate_calibration.svg"));
   const GateCalibration g = load_gate_calibration(gate_out + "/artifact", bundle().model->config());
   EXPECT_DOUBLE_EQ(g.theta, gm["theta"].get<double>());
@@ -224,6 +237,84 @@ TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
   EXPECT_FALSE(res[0].tokens.empty());
   // No training text reaches the console.
   EXPECT_EQ(r.out.find("forbidden procedure"), std::string::npos);
+}
+
+// A small ACD anchor file written for the test (benign texts standing in for the three subsets).
+std::string acd_anchor_file(bool with_ha) {
+  std::ostringstream s;
+  for (int i = 0; i < 4; ++i) {
+    s << json{{"id", "hr/" + std::to_string(i)},
+              {"subset", "D_HR"},
+              {"instruction", "Describe the forbidden procedure number " + std::to_string(i) + "."},
+              {"response", "I'm sorry, but I can't help with that."}}
+             .dump()
+      << "\n";
+    if (with_ha)
+      s << json{{"id", "ha/" + std::to_string(i)},
+                {"subset", "D_HA"},
+                {"instruction", "Describe the forbidden procedure number " + std::to_string(i) + "."},
+                {"response", "Sure, here is how: first take the parts, then join them."}}
+               .dump()
+        << "\n";
+    s << json{{"id", "s/" + std::to_string(i)},
+              {"subset", "D_S"},
+              {"instruction", "Name a colour number " + std::to_string(i) + "."},
+              {"response", "Blue is a colour often seen in the sky."}}
+             .dump()
+      << "\n";
+  }
+  return write_file(with_ha ? "acd_anchors.jsonl" : "acd_anchors_no_ha.jsonl", s.str());
+}
+
+TEST(TrainReal, AcdSoftPromptsTrainOnTheFrozenModelAndDecode) {
+  const std::string anchors = acd_anchor_file(true);
+  const std::string cfg =
+      write_file("acd_prompts.yaml", "pipeline: acd_prompts\nmodel: smollm2-135m-instruct\nseed: 1\ndata: {anchors: " +
+                                         anchors + ", max_response_tokens: 24}\n"
+                                                   "train: {max_steps: 4, batch_size: 12, lr: 1.0e-2, schedule: "
+                                                   "constant, clip_grad_norm: 1.0, max_seq_len: 256}\n");
+  const std::string out = base_dir() + "/acd_prompts_run";
+  fs::remove_all(out);
+  RunResult r = run("train --config " + cfg + " --out " + out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json m = read_json(out + "/metrics.json");
+  for (const char* tag : {"sp", "ap"}) {
+    ASSERT_TRUE(m.contains(tag)) << m.dump();
+    EXPECT_EQ(m[tag]["train"]["steps"], 4) << m.dump();
+    // Four full-batch steps on 12 examples at lr 1e-2: the prompt's loss falls.
+    EXPECT_LT(m[tag]["train"]["loss_last"].get<double>(), m[tag]["train"]["loss_first"].get<double>()) << m.dump();
+  }
+  const ModelConfig& mc = bundle().model->config();
+  SoftPrompts sp = load_soft_prompts(out + "/artifact", mc);
+  EXPECT_EQ(sp.sp.size(1), mc.hidden_size);
+  EXPECT_EQ(sp.ap.size(1), mc.hidden_size);
+  EXPECT_TRUE(torch::isfinite(sp.sp).all().item<bool>());
+  // The trained prompts moved away from their initial embeddings; the model itself is frozen.
+  auto ids = bundle().tokenizer->encode(kAcdSafePrompt, /*add_special=*/false);
+  ASSERT_EQ(static_cast<int64_t>(ids.size()), sp.sp.size(0));
+  torch::NoGradGuard ng;
+  auto init = bundle().model->embed(torch::tensor(std::vector<int64_t>(ids.begin(), ids.end())).view({1, -1}))[0];
+  EXPECT_GT((sp.sp - init.to(torch::kFloat32)).abs().max().item<double>(), 1e-4);
+  // ACD decodes with the trained prompts.
+  MethodConfig acd = load_method_config("acd");
+  acd.acd.prompts = "trained";
+  acd.acd.soft_prompts = out + "/artifact";
+  MethodFactory f(acd, bundle());
+  GenerationOptions go = bundle().generation_options();
+  go.max_new_tokens = 4;
+  Generator gen(go);
+  auto strategy = f.make();
+  torch::InferenceMode guard;
+  auto res = gen.run(*strategy, {bundle().make_prompt("p", "Name a fruit.")});
+  EXPECT_FALSE(res[0].tokens.empty());
+  EXPECT_EQ(r.out.find("forbidden procedure"), std::string::npos);
+  // An anchor set without D_HA is refused, naming the subset.
+  const std::string bad = write_file(
+      "acd_bad.yaml", "pipeline: acd_prompts\nmodel: smollm2-135m-instruct\ndata: {anchors: " + acd_anchor_file(false) +
+                          "}\ntrain: {max_steps: 1}\n");
+  r = run("train --config " + bad + " --out " + base_dir() + "/acd_bad_run");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("D_HA"), std::string::npos) << r.out;
 }
 
 TEST(TrainReal, BadInputIsRefusedWithExit2) {

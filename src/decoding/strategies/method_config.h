@@ -63,6 +63,10 @@ struct NgsdConfig {
   std::string probe;           // risk: probe -> safetensors with `weight` [d], `bias` [1]
   int64_t reflection_max_tokens = 256;
   bool early_stop = false;
+  // Diagnostic, not a YAML key (set by the gate calibration): every step takes the target's own greedy
+  // token; the gate, the mixing and (when tracing) whether a spike would change the token are computed
+  // and traced but never applied.
+  bool follow_target = false;
   SteerConfig steer;
   void validate() const;
 };

@@ -127,12 +127,19 @@ torch::Tensor NgsdStrategy::next_scores(int64_t step) {
       ngsd_step(l_b_.to(torch::kFloat32), l_e_.to(torch::kFloat32), alpha_, v_, gate, /*want_probs=*/true);
   // log of the renormalised score: the generator's argmax equals the kernel's choice (both take the
   // lowest index on ties) and sampling draws from the renormalised score.
-  torch::Tensor scores = out.probs.log();
+  torch::Tensor scores = config_.follow_target ? torch::log_softmax(l_b_.to(torch::kFloat32), -1) : out.probs.log();
   auto spike = out.spike.to(torch::kCPU);
   const int64_t A = scores.size(0);
   spikes_ += spike.sum().item<int64_t>();
   gated_tokens_ += A;
   if (env_.trace) {
+    // flip: whether mixing at this row's alpha would change the greedy token if the gate fired here
+    // (the same kernel with a threshold every potential reaches, on a scratch potential).
+    NgsdGateParams always = gate;
+    always.theta = -1.0f;
+    auto scratch = v_.clone();
+    auto forced = ngsd_step(l_b_.to(torch::kFloat32), l_e_.to(torch::kFloat32), alpha_, scratch, always);
+    auto flip = forced.choice.ne(l_b_.argmax(-1)).to(torch::kCPU);
     auto tv = out.tv.to(torch::kCPU);
     auto v = v_.to(torch::kCPU);
     auto al = alpha_.to(torch::kCPU);
@@ -143,6 +150,7 @@ torch::Tensor NgsdStrategy::next_scores(int64_t step) {
                   {"tv", tv[r].item<float>()},
                   {"potential", v[r].item<float>()},
                   {"spike", spike[r].item<bool>()},
+                  {"flip", flip[r].item<bool>()},
                   {"alpha", al[r].item<float>()}});
   }
   if (config_.early_stop) {

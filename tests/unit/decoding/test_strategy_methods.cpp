@@ -208,6 +208,42 @@ TEST(NgsdStrategy, DifferentExpertFiresAndBatchesExactly) {
       "ngsd");
 }
 
+TEST(NgsdStrategy, FollowTargetTracesWhetherASpikeWouldChangeTheToken) {
+  // follow_target (the gate calibration's mode) decodes the target's own greedy tokens; its trace's
+  // `flip` at step 0 says whether mixing would change the first token, which an NGSD decode whose gate
+  // fires on every token shows directly.
+  torch::InferenceMode guard;
+  auto model = tiny_model();
+  auto expert = model->truncated(1);
+  NgsdConfig cfg;
+  cfg.theta = 1e-6;  // fires on every token
+  std::vector<nlohmann::json> lines;
+  auto env = env_of(model);
+  env.trace = [&](const nlohmann::json& j) { lines.push_back(j); };
+  NgsdConfig follow = cfg;
+  follow.follow_target = true;
+  NgsdStrategy observer(env, follow, expert, nullptr, std::make_unique<FixedRisk>(0.9));
+  auto prompts = mixed_prompts();
+  auto observed = run(observer, prompts);
+  auto base = plain(model, prompts);
+  expect_same_tokens(observed, base, "ngsd follow_target");
+  EXPECT_GT(observer.spikes(), 0);
+  NgsdStrategy mixing(env_of(model), cfg, expert, nullptr, std::make_unique<FixedRisk>(0.9));
+  auto mixed = run(mixing, prompts);
+  int64_t flips = 0, checked = 0;
+  for (const auto& j : lines) {
+    if (j["step"].get<int64_t>() != 0) continue;
+    size_t i = 0;
+    while (prompts[i].id != j["id"].get<std::string>()) ++i;
+    const bool changed = mixed[i].tokens.at(0) != base[i].tokens.at(0);
+    EXPECT_EQ(j["flip"].get<bool>(), changed) << "prompt " << prompts[i].id;
+    flips += changed ? 1 : 0;
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int64_t>(prompts.size()));
+  EXPECT_GT(flips, 0) << "alpha 0.9 with a 1-layer expert should change some first token; the test proves nothing";
+}
+
 TEST(NgsdStrategy, RefusesAnExpertWithAnotherVocabulary) {
   auto model = tiny_model();
   ModelConfig c = model->config();

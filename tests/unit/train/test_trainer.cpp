@@ -441,3 +441,49 @@ TEST(ProbeTask, AurocAndLifCalibration) {
   EXPECT_LE(lif_fire_rate(seq, 8.0, theta, 0.6), 0.05);
   EXPECT_GT(lif_fire_rate(seq, 8.0, theta * 0.9, 0.6), 0.05);
 }
+
+TEST(ProbeTask, LifCalibrationOnTokenChangingSpikes) {
+  // Two sequences with the same inputs; only every fourth token of the second would change the greedy
+  // choice. The marked rate counts spikes at marked tokens only, so it is at most the fire rate and the
+  // flip-rate objective allows a lower threshold than the fire-rate one.
+  std::vector<std::vector<float>> seq{std::vector<float>(64, 0.3f), std::vector<float>(64, 0.3f)};
+  std::vector<std::vector<uint8_t>> marks{std::vector<uint8_t>(64, 0), std::vector<uint8_t>(64, 0)};
+  for (size_t t = 0; t < 64; t += 4) marks[1][t] = 1;
+  for (double theta : {0.2, 1.0, 2.0}) {
+    EXPECT_LE(lif_marked_rate(seq, marks, 8.0, theta, 0.6), lif_fire_rate(seq, 8.0, theta, 0.6));
+    // All marked: equal to the fire rate.
+    std::vector<std::vector<uint8_t>> all{std::vector<uint8_t>(64, 1), std::vector<uint8_t>(64, 1)};
+    EXPECT_DOUBLE_EQ(lif_marked_rate(seq, all, 8.0, theta, 0.6), lif_fire_rate(seq, 8.0, theta, 0.6));
+  }
+  // theta 0.2 < 0.3: every token fires; 16 of the 128 tokens are marked.
+  EXPECT_DOUBLE_EQ(lif_marked_rate(seq, marks, 8.0, 0.2, 0.6), 16.0 / 128.0);
+  const double by_fire = calibrate_lif_theta(seq, 8.0, 0.6, 0.1);
+  const double by_flip = calibrate_lif_theta(seq, 8.0, 0.6, 0.1, &marks);
+  EXPECT_LE(lif_marked_rate(seq, marks, 8.0, by_flip, 0.6), 0.1);
+  EXPECT_LT(by_flip, by_fire);
+  // Marks must match the inputs one for one.
+  std::vector<std::vector<uint8_t>> short_marks{std::vector<uint8_t>(64, 0), std::vector<uint8_t>(3, 0)};
+  EXPECT_THROW(lif_marked_rate(seq, short_marks, 8.0, 1.0, 0.6), Error);
+}
+
+TEST(ProbeTask, SparsestLifThetaKeepsTheRequestedShareOfTokenChanges) {
+  // Constant input 0.3, every token marked: at theta 0.2 every token fires (rate 1); higher thresholds
+  // fire less. Keeping half the changes gives a sparser gate that still changes at least half.
+  std::vector<std::vector<float>> seq{std::vector<float>(64, 0.3f)};
+  std::vector<std::vector<uint8_t>> all{std::vector<uint8_t>(64, 1)};
+  ASSERT_DOUBLE_EQ(lif_marked_rate(seq, all, 8.0, 0.2, 0.6), 1.0);
+  const double theta = sparsest_lif_theta(seq, all, 8.0, 0.6, 0.2, 0.5);
+  EXPECT_GT(theta, 0.2);
+  const double rate = lif_marked_rate(seq, all, 8.0, theta, 0.6);
+  EXPECT_GE(rate, 0.5);
+  EXPECT_LT(rate, 1.0);
+  // keep 1 can only stay where every token fires; a threshold above the potential's bound (0.3 * tau
+  // = 2.4) fires never, so the result stays below it.
+  EXPECT_DOUBLE_EQ(lif_marked_rate(seq, all, 8.0, sparsest_lif_theta(seq, all, 8.0, 0.6, 0.2, 1.0), 0.6), 1.0);
+  EXPECT_LT(sparsest_lif_theta(seq, all, 8.0, 0.6, 0.2, 0.01), 2.4 + 1e-9);
+  // No marked spike at theta_lo: nothing to keep, theta_lo returned.
+  std::vector<std::vector<uint8_t>> none{std::vector<uint8_t>(64, 0)};
+  EXPECT_DOUBLE_EQ(sparsest_lif_theta(seq, none, 8.0, 0.6, 0.2, 0.9), 0.2);
+  EXPECT_THROW(sparsest_lif_theta(seq, all, 8.0, 0.6, 0.2, 0.0), Error);
+  EXPECT_THROW(sparsest_lif_theta(seq, all, 8.0, 0.6, 0.2, 1.5), Error);
+}
