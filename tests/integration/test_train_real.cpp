@@ -297,7 +297,7 @@ TEST(TrainReal, AcdSoftPromptsTrainOnTheFrozenModelAndDecode) {
   EXPECT_GT((sp.sp - init.to(torch::kFloat32)).abs().max().item<double>(), 1e-4);
   // ACD decodes with the trained prompts.
   MethodConfig acd = load_method_config("acd");
-  acd.acd.prompts = "trained";
+  acd.acd.prompts = "soft";  // `prompts: trained` in YAML
   acd.acd.soft_prompts = out + "/artifact";
   MethodFactory f(acd, bundle());
   GenerationOptions go = bundle().generation_options();
