@@ -28,7 +28,7 @@ fi
 # The trained artifacts the main job's methods use (SafeDecoding's LoRA expert; NGSD's LoRA expert,
 # risk probe and calibrated gate), built once into .cache/ and reused: each step is skipped when its
 # output is complete and resumes where it stopped after a kill. First-time cost on 2 CPU cores
-# (experiments/training.md): deep-alignment data ~10 min, NGSD expert ~25 min, probe ~2 min, gate
+# (experiments/training.md): deep-alignment data ~10 min, NGSD expert ~35 min, probe ~5 min, gate
 # ~2 min, SafeDecoding expert ~6 min. SAFEDEC_SKIP_TRAIN=1 skips this (the eval then refuses the
 # methods whose artifacts are missing, naming the command that builds each).
 complete() { [[ -f "$1/manifest.json" ]] && grep -q '"status": *"complete"' "$1/manifest.json"; }
