@@ -18,7 +18,8 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 DEB_PACKAGES=(build-essential cmake pkg-config ccache git unzip
   libyaml-cpp-dev libsentencepiece-dev libpcre2-dev nlohmann-json3-dev libcli11-dev
   libspdlog-dev libfmt-dev libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
-  librapidcheck-dev)
+  librapidcheck-dev
+  libgloo-dev)  # gloo/ declarations for c10d's ProcessGroupGloo (src/dist; the LibTorch wheel lacks them)
 [ -r /etc/debian_version ] && say "Debian $(cat /etc/debian_version)"
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
