@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "dist/dist.h"
 #include "eval/progress.h"
 #include "eval/svg.h"
 #include "io/safetensors.h"
@@ -173,6 +174,12 @@ Trainer::Trainer(TrainTask& task, TrainLoopConfig config, std::string run_dir, s
     exp_avg_.push_back(torch::zeros_like(p.tensor));
     exp_avg_sq_.push_back(torch::zeros_like(p.tensor));
   }
+  group_ = dist_group();
+  if (group_ && group_->world_size() > 1)
+    SAFEDEC_CHECK(config_.batch_size % group_->world_size() == 0, "train: `batch_size` ", config_.batch_size,
+                  " is not a multiple of WORLD_SIZE ", group_->world_size(),
+                  ": every rank takes an equal share of each global batch; use a batch_size divisible by ",
+                  group_->world_size(), " or launch another number of ranks");
 }
 
 int64_t Trainer::steps_per_epoch() const {
@@ -236,7 +243,11 @@ void Trainer::save_checkpoint(int64_t step, const std::vector<StepLog>& log) {
   write_f32(tmp + "/adam_v.safetensors", v);
   json logj = json::array();
   for (const auto& s : log) logj.push_back(s.to_json(task_.term_names()));
-  json state = {{"step", step}, {"config_hash", config_hash_}, {"seed", config_.seed}, {"log", logj}};
+  json state = {{"step", step},
+                {"config_hash", config_hash_},
+                {"seed", config_.seed},
+                {"world_size", group_ ? group_->world_size() : 1},
+                {"log", logj}};
   // state.json last: a checkpoint directory without it is incomplete and ignored.
   write_file_atomic(tmp + "/state.json", state.dump() + "\n");
   fs::remove_all(final_dir, ec);
@@ -320,28 +331,65 @@ void Trainer::write_log(const std::vector<StepLog>& log) const {
 }
 
 TrainResult Trainer::run(bool resume) {
-  fs::create_directories(run_dir_);
+  if (!group_ || group_->is_main()) fs::create_directories(run_dir_);
   TrainResult result;
   std::vector<StepLog> log;
   int64_t start = 0;
-  if (resume) start = load_checkpoint(log);
+  const bool main_rank = !group_ || group_->is_main();
+  const int world = group_ ? group_->world_size() : 1;
+  const int rank = group_ ? group_->rank() : 0;
+  if (!group_) {
+    if (resume) start = load_checkpoint(log);
+  } else {
+    // Rank 0 reads the checkpoint and sends the step (-1: it failed) and the state to every rank, so
+    // all ranks start from identical parameters and moments, fresh or resumed.
+    std::string load_error;
+    if (main_rank && resume) {
+      try {
+        start = load_checkpoint(log);
+      } catch (const Error& e) {
+        load_error = e.what();
+        start = -1;
+      }
+    }
+    torch::Tensor st = torch::tensor({start}, torch::kInt64);
+    group_->broadcast({st}, 0);
+    start = st.item<int64_t>();
+    if (start < 0) {
+      if (main_rank) throw Error(load_error);
+      fail("train: rank 0 could not load the checkpoint of ", run_dir_, " (its error says why)");
+    }
+    std::vector<torch::Tensor> state;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      state.push_back(params_[i].tensor.detach());
+      state.push_back(exp_avg_[i]);
+      state.push_back(exp_avg_sq_[i]);
+    }
+    group_->broadcast(state, 0);
+  }
   result.resumed_from = start;
   const int64_t total = total_steps();
   const int64_t micro = config_.micro_batch_size > 0 ? config_.micro_batch_size : config_.batch_size;
   const auto names = task_.term_names();
   const auto weights = task_.term_weights();
   const auto& o = config_.optim;
-  ProgressBar bar("train", static_cast<size_t>(total));
+  static std::ostream null_stream(nullptr);  // the other ranks report nothing
+  ProgressOptions po;
+  if (!main_rank) po.out = &null_stream;
+  ProgressBar bar("train", static_cast<size_t>(total), po);
   if (start > 0) bar.skip(static_cast<size_t>(start), "resumed");
   const double t_run = now_s();
   int64_t run_tokens = 0;
   for (int64_t step = start + 1; step <= total; ++step) {
     const double t0 = now_s();
     torch::manual_seed(mix_seed(config_.seed, static_cast<uint64_t>(step)));  // dropout stream of this step
-    const std::vector<int64_t> batch = batch_at(step);
-    const std::vector<double> norm = task_.units(batch);
+    const std::vector<int64_t> global_batch = batch_at(step);
+    // Normalisers of the whole (global) batch; this rank runs its contiguous shard of it.
+    const std::vector<double> norm = task_.units(global_batch);
     SAFEDEC_CHECK(norm.size() == names.size(), "train: the task returned ", norm.size(), " normalisers for ",
                   names.size(), " loss terms");
+    const auto [shard_lo, shard_hi] = shard_range(static_cast<int64_t>(global_batch.size()), rank, world);
+    const std::vector<int64_t> batch(global_batch.begin() + shard_lo, global_batch.begin() + shard_hi);
     for (auto& p : params_) p.tensor.mutable_grad() = torch::Tensor();
     std::vector<double> sums(names.size(), 0.0);
     int64_t tokens = 0;
@@ -355,6 +403,29 @@ TrainResult Trainer::run(bool resume) {
         sums[k] += r.term_sums[k];
       }
       tokens += r.tokens;
+    }
+    if (group_) {
+      // Loss sums, tokens and which parameters got a gradient anywhere, then the gradients (bucketed).
+      torch::Tensor stats = torch::zeros({static_cast<int64_t>(sums.size() + 1 + params_.size())}, torch::kFloat64);
+      auto sa = stats.accessor<double, 1>();
+      for (size_t k = 0; k < sums.size(); ++k) sa[k] = sums[k];
+      sa[sums.size()] = static_cast<double>(tokens);
+      for (size_t i = 0; i < params_.size(); ++i)
+        sa[sums.size() + 1 + i] = params_[i].tensor.grad().defined() ? 1.0 : 0.0;
+      group_->all_reduce_sum({stats});
+      for (size_t k = 0; k < sums.size(); ++k) sums[k] = sa[k];
+      tokens = static_cast<int64_t>(std::llround(sa[sums.size()]));
+      std::vector<torch::Tensor> grads;
+      for (size_t i = 0; i < params_.size(); ++i) {
+        if (sa[sums.size() + 1 + i] == 0.0) continue;  // no rank produced one: stays undefined, as in one process
+        auto& p = params_[i].tensor;
+        if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+        grads.push_back(p.mutable_grad());
+      }
+      group_->all_reduce_sum(grads);
+      for (size_t k = 0; k < sums.size(); ++k)
+        SAFEDEC_CHECK(std::isfinite(sums[k]), "training diverged: the ", names[k], " loss is ", sums[k], " at step ",
+                      step, " on another rank; lower the learning rate or check the data. The last checkpoint is intact.");
     }
     // Gradient norm (global L2 over every parameter), NaN/Inf check, clipping, AdamW.
     const double gnorm = global_grad_norm(params_);
@@ -381,7 +452,7 @@ TrainResult Trainer::run(bool resume) {
                     fmt(static_cast<double>(run_tokens) / std::max(1e-9, elapsed), 4) + " tok/s");
     const bool last = step == total;
     const bool stop = config_.stop_after > 0 && step >= config_.stop_after && !last;
-    if ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last || stop) {
+    if (main_rank && ((config_.checkpoint_every > 0 && step % config_.checkpoint_every == 0) || last || stop)) {
       save_checkpoint(step, log);
       write_log(log);
     }
@@ -399,7 +470,7 @@ TrainResult Trainer::run(bool resume) {
   result.log = log;
   result.seconds = now_s() - t_run;
   result.tokens_per_second = static_cast<double>(run_tokens) / std::max(1e-9, result.seconds);
-  if (!result.stopped_early && !log.empty()) write_log(log);
+  if (main_rank && !result.stopped_early && !log.empty()) write_log(log);
   return result;
 }
 

@@ -8,16 +8,26 @@
 // Reproducibility: the example order of epoch e is a permutation seeded by (seed, e), and the global
 // torch RNG (dropout) is reseeded from (seed, step) before every optimiser step, so a run resumed
 // from a checkpoint takes exactly the steps an uninterrupted run takes.
+//
+// Data parallel (src/dist: launched under torchrun with WORLD_SIZE > 1): every rank builds the same
+// global batch, takes its contiguous shard of it (batch_size must be a multiple of WORLD_SIZE), and
+// backpropagates with the global batch's normalisers; the gradients (bucketed), loss sums and token
+// counts are summed over the ranks before clipping and AdamW, so every rank takes the step a single
+// process takes with the same global batch. Rank 0 alone reads and writes checkpoints, the log and the
+// curve; it broadcasts the starting parameters and optimiser state (fresh or resumed) to the others.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace safedec {
+
+class DistGroup;
 
 // AdamW (decoupled weight decay, Loshchilov & Hutter; PyTorch's update order) and the LR schedule.
 struct OptimConfig {
@@ -131,6 +141,7 @@ class Trainer {
   std::string run_dir_, config_hash_;
   std::vector<TrainParam> params_;
   std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  std::shared_ptr<DistGroup> group_;  // data-parallel ranks (nullptr = one process)
 };
 
 // Runs fn with torch's CPU RNG seeded from (seed, salt), as the trainer does for every step.
