@@ -207,12 +207,17 @@ std::string ArtifactWriter::file(const std::string& name) {
 void ArtifactWriter::write_tensors(const std::string& name,
                                    const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                                    const std::map<std::string, std::string>& metadata) {
+  write_tensors_f32(file(name), tensors, metadata);
+}
+
+void write_tensors_f32(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
   std::vector<torch::Tensor> keep;
   std::vector<SafetensorsWriteTensor> out;
   for (const auto& [tname, t] : tensors) {
-    SAFEDEC_CHECK(t.defined(), "ArtifactWriter: tensor ", tname, " is undefined");
+    SAFEDEC_CHECK(t.defined(), "writing ", path, ": tensor ", tname, " is undefined");
     torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
-    SAFEDEC_CHECK(torch::isfinite(c).all().item<bool>(), "refusing to write the artifact tensor ", tname,
+    SAFEDEC_CHECK(torch::isfinite(c).all().item<bool>(), "refusing to write the tensor ", tname, " to ", path,
                   ": it holds NaN/Inf values");
     keep.push_back(c);
     SafetensorsWriteTensor w;
@@ -223,7 +228,7 @@ void ArtifactWriter::write_tensors(const std::string& name,
     w.nbytes = static_cast<size_t>(c.numel()) * sizeof(float);
     out.push_back(w);
   }
-  write_safetensors(file(name), out, metadata);
+  write_safetensors(path, out, metadata);
 }
 
 std::string ArtifactWriter::commit() {

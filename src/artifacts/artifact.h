@@ -105,6 +105,10 @@ class ArtifactWriter {
 // Reads every tensor of a safetensors file as fp32 CPU tensors, by name (sorted); NaN/Inf refused
 // naming the tensor.
 std::map<std::string, torch::Tensor> read_tensors_f32(const std::string& path);
+// Writes named tensors as an fp32 safetensors file at `path` (temporary name, then rename); NaN/Inf
+// refused naming the tensor. ArtifactWriter::write_tensors and the exporters (src/export) use it.
+void write_tensors_f32(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
 // One named tensor of a safetensors file as fp32 (error names the file and the tensor).
 torch::Tensor read_tensor_f32(const std::string& path, const std::string& name);
 // A relative artifact path that does not exist here is tried against the source tree.

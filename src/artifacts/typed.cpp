@@ -145,7 +145,7 @@ std::shared_ptr<LoraAdapter> load_lora_adapter(const std::string& dir_in, const 
   return adapter;
 }
 
-void write_lora_adapter(ArtifactWriter& writer, const LoraAdapter& adapter, const std::string& base_model) {
+nlohmann::json write_peft_adapter(const std::string& dir, const LoraAdapter& adapter, const std::string& base_model) {
   const auto& o = adapter.options();
   std::set<std::string> modules;
   for (const auto& [name, t] : adapter.named_parameters()) {
@@ -164,8 +164,16 @@ void write_lora_adapter(ArtifactWriter& writer, const LoraAdapter& adapter, cons
               {"inference_mode", true},
               {"base_model_name_or_path", base_model}};
   if (!o.layers.empty()) cfg["layers_to_transform"] = o.layers;
-  write_file_atomic(writer.file("adapter_config.json"), cfg.dump(2) + "\n");
-  writer.write_tensors("adapter_model.safetensors", adapter.named_parameters(), {{"format", "pt"}});
+  write_file_atomic(dir + "/adapter_config.json", cfg.dump(2) + "\n");
+  write_tensors_f32(dir + "/adapter_model.safetensors", adapter.named_parameters(), {{"format", "pt"}});
+  return cfg;
+}
+
+void write_lora_adapter(ArtifactWriter& writer, const LoraAdapter& adapter, const std::string& base_model) {
+  const auto& o = adapter.options();
+  writer.file("adapter_model.safetensors");  // announce both files (hashed at commit)
+  const std::string dir = fs::path(writer.file("adapter_config.json")).parent_path().string();
+  const json cfg = write_peft_adapter(dir, adapter, base_model);
   writer.manifest().params["r"] = o.rank;
   writer.manifest().params["lora_alpha"] = o.alpha;
   writer.manifest().params["target_modules"] = cfg["target_modules"];

@@ -31,6 +31,10 @@ std::shared_ptr<LoraAdapter> load_lora_adapter(const std::string& dir, const Mod
 // Writes adapter_config.json (peft_type LORA, task_type CAUSAL_LM, r, lora_alpha, lora_dropout,
 // target_modules, base_model_name_or_path) and adapter_model.safetensors with PEFT's key names.
 void write_lora_adapter(ArtifactWriter& writer, const LoraAdapter& adapter, const std::string& base_model_name_or_path);
+// The same two PEFT files written into the existing directory `dir` (no manifest): a plain PEFT
+// adapter directory (`safedec export peft`). Returns the adapter_config.json written.
+nlohmann::json write_peft_adapter(const std::string& dir, const LoraAdapter& adapter,
+                                  const std::string& base_model_name_or_path);
 
 // ---- expert weights: a fine-tuned copy of a model (or of its first K layers) ----
 // params: {"base_model": registered name or path, "layers": K}; file weights.safetensors holds every

@@ -1,0 +1,456 @@
+// `safedec export` on the real SmolLM2-135M: the exported files load in their target tools and agree
+// with safedec, and bad input exits 2 leaving nothing behind.
+//   peft:            a seeded LoRA adapter (random non-zero B on all seven linears of every layer)
+//                    exported to a PEFT directory; tests/oracle/check_peft_export.py loads the GGUF in
+//                    transformers, wraps it with peft.PeftModel and writes base and adapted logits;
+//                    both agree with safedec's within relative error 1e-4 (the project's golden bound).
+//   control-vector:  an ICV artifact exported to GGUF, re-read by safedec's GgufFile and by the `gguf`
+//                    Python package: direction.N = scale * icv[N] for N = 1..L-1, no direction.0.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "artifacts/artifact.h"
+#include "artifacts/harm_vector.h"
+#include "artifacts/typed.h"
+#include "core/paths.h"
+#include "io/gguf.h"
+#include "model/causal_lm.h"
+#include "model/lora.h"
+#include "train/icv.h"
+
+using namespace safedec;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+const bool kSingleThread = [] {
+  torch::set_num_threads(1);  // a shared machine: avoid OpenMP spin-waiting beside builds
+  return true;
+}();
+
+struct RunResult {
+  int code = -1;
+  std::string out;
+};
+
+RunResult sh(const std::string& cmd) {
+  RunResult r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+RunResult safedec_cli(const std::string& args) { return sh(std::string(SAFEDEC_BUILD_DIR) + "/safedec " + args); }
+
+std::string python() {
+  const std::string py = std::string(SAFEDEC_SOURCE_DIR) + "/.venv/bin/python";
+  if (!fs::exists(py)) throw std::runtime_error("missing the project venv " + py + ": run scripts/setup.sh");
+  return py;
+}
+
+std::string smollm2_path() { return require_cached_model("SmolLM2-135M-Instruct.Q4_1.gguf"); }
+std::string tiny_llama() { return std::string(SAFEDEC_SOURCE_DIR) + "/tests/oracle/golden/model_tiny_llama.gguf"; }
+
+// A fresh scratch directory under the build tree.
+std::string scratch(const std::string& name) {
+  const std::string d = std::string(SAFEDEC_BUILD_DIR) + "/export_test_" + name;
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// Entries of a directory (to show nothing half-written was left).
+std::vector<std::string> listing(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+double rel_err(const torch::Tensor& a, const torch::Tensor& b) { return ((a - b).norm() / b.norm()).item<double>(); }
+
+std::shared_ptr<CausalLM> smollm2() {
+  static std::shared_ptr<CausalLM> lm = CausalLM::load(smollm2_path());
+  return lm;
+}
+
+// A rank-4 adapter on q/k/v/o/gate/up/down of every layer: PEFT's A initialisation and a seeded
+// random non-zero B, so the adapter changes the logits.
+std::shared_ptr<LoraAdapter> random_adapter(const ModelConfig& cfg) {
+  LoraAdapter::Options opt;
+  opt.rank = 4;
+  opt.alpha = 8.0;
+  opt.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  opt.seed = 1234;
+  auto adapter = std::make_shared<LoraAdapter>(cfg, opt);
+  torch::manual_seed(4321);
+  for (int64_t l = 0; l < cfg.n_layers; ++l)
+    for (const auto& t : opt.targets) {
+      LoraFactors* f = adapter->find(l, linear_kind_from_name(t));
+      EXPECT_NE(f, nullptr);
+      if (f) f->b = torch::randn(f->b.sizes()) * 0.05;
+    }
+  return adapter;
+}
+
+std::string write_lora_artifact(const std::string& dir, const LoraAdapter& adapter, const ModelConfig& cfg) {
+  ArtifactManifest m;
+  m.kind = ArtifactKind::Lora;
+  m.model = ModelIdentity::of(cfg);
+  ArtifactWriter w(dir, m, /*overwrite=*/true);
+  write_lora_adapter(w, adapter, "smollm2-135m-instruct");
+  return w.commit();
+}
+
+// Logits of the last n positions of one prompt, with or without the adapter: [n, V].
+torch::Tensor last_logits(const CausalLM& lm, const std::vector<int64_t>& ids, int64_t n,
+                          const std::shared_ptr<LoraAdapter>& adapter) {
+  c10::InferenceMode guard;
+  auto cache = lm.new_cache(1, static_cast<int64_t>(ids.size()));
+  ForwardInput in;
+  in.ids = torch::tensor(ids, torch::kInt64).view({1, -1});
+  in.logits_last = n;
+  ForwardHooks hooks;
+  if (adapter) hooks.loras.push_back({adapter, {}});
+  return lm.forward(in, cache, &hooks)[0].clone();
+}
+
+// Three chat prompts of the model golden file (token ids, 37-39 tokens).
+std::vector<std::vector<int64_t>> prompts() {
+  std::ifstream in(std::string(SAFEDEC_SOURCE_DIR) + "/tests/oracle/golden/model_smollm2.json");
+  if (!in) throw std::runtime_error("missing tests/oracle/golden/model_smollm2.json");
+  json j;
+  in >> j;
+  std::vector<std::vector<int64_t>> out;
+  for (size_t i = 0; i < 3; ++i) out.push_back(j["logits"][i]["input_ids"].get<std::vector<int64_t>>());
+  return out;
+}
+
+}  // namespace
+
+TEST(ExportPeft, PeftLoadsTheExportAndMatchesSafedecLogits) {
+  const std::string dir = scratch("peft");
+  const auto& lm = *smollm2();
+  auto adapter = random_adapter(lm.config());
+  const std::string art = write_lora_artifact(dir + "/lora_artifact", *adapter, lm.config());
+
+  const std::string out = dir + "/peft";
+  auto r = safedec_cli("export peft --adapter " + art + " --out " + out +
+                       " --base-model-name-or-path HuggingFaceTB/SmolLM2-135M-Instruct");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("wrote " + out), std::string::npos) << r.out;
+  // A plain PEFT directory: the two PEFT files and nothing else (no safedec manifest, no temp names).
+  EXPECT_EQ(listing(out), (std::vector<std::string>{"adapter_config.json", "adapter_model.safetensors"}));
+  EXPECT_EQ(listing(dir), (std::vector<std::string>{"lora_artifact", "peft"}));
+  json cfg;
+  std::ifstream(out + "/adapter_config.json") >> cfg;
+  EXPECT_EQ(cfg["peft_type"], "LORA");
+  EXPECT_EQ(cfg["task_type"], "CAUSAL_LM");
+  EXPECT_EQ(cfg["r"], 4);
+  EXPECT_EQ(cfg["lora_alpha"], 8.0);
+  EXPECT_EQ(cfg["base_model_name_or_path"], "HuggingFaceTB/SmolLM2-135M-Instruct");
+  EXPECT_EQ(cfg["target_modules"].size(), 7u);
+
+  // safedec reads the export back as the same adapter.
+  auto back = load_lora_adapter(out, lm.config());
+  ASSERT_EQ(back->named_parameters().size(), adapter->named_parameters().size());
+  for (const auto& [name, t] : adapter->named_parameters()) {
+    bool found = false;
+    for (const auto& [n2, t2] : back->named_parameters())
+      if (n2 == name) {
+        found = true;
+        EXPECT_TRUE(torch::equal(t, t2)) << name;
+      }
+    EXPECT_TRUE(found) << name;
+  }
+
+  const auto ids = prompts();
+  const int64_t last = 8;
+  {
+    json j = ids;
+    std::ofstream(dir + "/prompts.json") << j.dump();
+  }
+  auto py = sh(python() + " " + SAFEDEC_SOURCE_DIR + "/tests/oracle/check_peft_export.py --gguf " + smollm2_path() +
+               " --adapter " + out + " --prompts " + dir + "/prompts.json --last " + std::to_string(last) +
+               " --out " + dir + "/hf_logits.bin");
+  ASSERT_EQ(py.code, 0) << py.out;
+  std::ifstream bin(dir + "/hf_logits.bin", std::ios::binary);
+  const int64_t V = lm.config().vocab_size;
+  for (size_t p = 0; p < ids.size(); ++p) {
+    torch::Tensor hf_base = torch::empty({last, V}), hf_lora = torch::empty({last, V});
+    bin.read(reinterpret_cast<char*>(hf_base.data_ptr<float>()), last * V * 4);
+    bin.read(reinterpret_cast<char*>(hf_lora.data_ptr<float>()), last * V * 4);
+    ASSERT_TRUE(bin.good()) << "hf_logits.bin is shorter than " << ids.size() << " prompts";
+    const torch::Tensor ours_base = last_logits(lm, ids[p], last, nullptr);
+    const torch::Tensor ours_lora = last_logits(lm, ids[p], last, adapter);
+    const double effect = rel_err(ours_lora, ours_base);
+    const double err_base = rel_err(ours_base, hf_base), err_lora = rel_err(ours_lora, hf_lora);
+    const double max_abs = (ours_lora - hf_lora).abs().max().item<double>();
+    std::printf("  prompt %zu (%zu tokens): adapter effect %.3e, base rel err %.2e, PEFT rel err %.2e "
+                "(max abs %.2e)\n", p, ids[p].size(), effect, err_base, err_lora, max_abs);
+    EXPECT_GT(effect, 1e-2) << "the test adapter must change the logits";
+    EXPECT_LE(err_base, 1e-4);
+    EXPECT_LE(err_lora, 1e-4);
+    EXPECT_TRUE(torch::equal(ours_lora.argmax(-1), hf_lora.argmax(-1)));
+  }
+}
+
+TEST(ExportPeft, BadInputExitsTwoAndWritesNothing) {
+  const std::string dir = scratch("peft_bad");
+  const auto& cfg = smollm2()->config();
+  auto adapter = random_adapter(cfg);
+  const std::string art = write_lora_artifact(dir + "/lora_artifact", *adapter, cfg);
+
+  // An existing output directory is refused (and left as it was) unless --force.
+  fs::create_directories(dir + "/exists");
+  std::ofstream(dir + "/exists/keep.txt") << "mine";
+  auto r = safedec_cli("export peft --adapter " + art + " --out " + dir + "/exists");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
+  EXPECT_EQ(listing(dir + "/exists"), std::vector<std::string>{"keep.txt"});
+  r = safedec_cli("export peft --adapter " + art + " --out " + dir + "/exists --force");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(listing(dir + "/exists"),
+            (std::vector<std::string>{"adapter_config.json", "adapter_model.safetensors"}));
+
+  // An artifact made for another model: both models named, nothing written.
+  r = safedec_cli("export peft --adapter " + art + " --model " + tiny_llama() + " --out " + dir + "/other");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("was made for the model"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("hidden 576"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/other"));
+
+  // Another kind of artifact (an ICV) is not a LoRA adapter.
+  save_icv(dir + "/icv", torch::zeros({cfg.n_layers, cfg.hidden_size}), cfg, {{"model", "smollm2-135m-instruct"}},
+           false);
+  r = safedec_cli("export peft --adapter " + dir + "/icv --out " + dir + "/from_icv");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/from_icv"));
+  EXPECT_EQ(listing(dir), (std::vector<std::string>{"exists", "icv", "lora_artifact"}));
+}
+
+TEST(ExportControlVector, GgufPackageAndSafedecReadTheDirections) {
+  const std::string dir = scratch("cvec");
+  const auto& cfg = smollm2()->config();
+  torch::manual_seed(99);
+  const torch::Tensor icv = torch::randn({cfg.n_layers, cfg.hidden_size});
+  const std::string art = save_icv(dir + "/icv", icv, cfg, {{"model", "smollm2-135m-instruct"}}, false);
+  const std::string out = dir + "/safety.gguf";
+  auto r = safedec_cli("export control-vector --icv " + art + " --out " + out + " --scale 0.5");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("only the ADDITIVE form"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("layer 0's direction is dropped"), std::string::npos) << r.out;
+
+  // safedec's own GGUF reader.
+  auto f = GgufFile::open(out);
+  EXPECT_EQ(f->get_string("general.architecture", ""), "controlvector");
+  EXPECT_EQ(f->get_string("controlvector.model_hint", ""), "llama");
+  EXPECT_EQ(static_cast<int64_t>(f->tensors().size()), cfg.n_layers - 1);
+  EXPECT_EQ(f->find_tensor("direction.0"), nullptr);
+  for (int64_t l = 1; l < cfg.n_layers; ++l) {
+    const auto* t = f->find_tensor("direction." + std::to_string(l));
+    ASSERT_NE(t, nullptr) << "direction." << l;
+    ASSERT_EQ(t->type, GgmlType::F32);
+    ASSERT_EQ(t->n_elements(), cfg.hidden_size);
+    torch::Tensor got = torch::from_blob(const_cast<void*>(static_cast<const void*>(t->data)), {cfg.hidden_size},
+                                         torch::kFloat32);
+    EXPECT_TRUE(torch::allclose(got, icv[l] * 0.5, 0.0, 1e-6)) << "direction." << l;
+  }
+
+  // The gguf Python package (what llama.cpp's tooling uses).
+  const std::string script =
+      "import gguf, json, sys\n"
+      "r = gguf.GGUFReader(sys.argv[1])\n"
+      "out = {'arch': r.fields['general.architecture'].contents(),\n"
+      "       'hint': r.fields['controlvector.model_hint'].contents(),\n"
+      "       'layers': int(r.fields['controlvector.layer_count'].contents()),\n"
+      "       'tensors': {t.name: [t.tensor_type.name, [int(x) for x in t.shape], [float(v) for v in t.data]]\n"
+      "                   for t in r.tensors}}\n"
+      "json.dump(out, open(sys.argv[2], 'w'))\n";
+  std::ofstream(dir + "/read.py") << script;
+  auto py = sh(python() + " " + dir + "/read.py " + out + " " + dir + "/read.json");
+  ASSERT_EQ(py.code, 0) << py.out;
+  json j;
+  std::ifstream(dir + "/read.json") >> j;
+  EXPECT_EQ(j["arch"], "controlvector");
+  EXPECT_EQ(j["hint"], "llama");
+  EXPECT_EQ(j["layers"], cfg.n_layers);
+  ASSERT_EQ(static_cast<int64_t>(j["tensors"].size()), cfg.n_layers - 1);
+  for (int64_t l = 1; l < cfg.n_layers; ++l) {
+    const auto& t = j["tensors"]["direction." + std::to_string(l)];
+    ASSERT_TRUE(t.is_array()) << "direction." << l;
+    EXPECT_EQ(t[0], "F32");
+    EXPECT_EQ(t[1], json::array({cfg.hidden_size}));
+    const auto v = t[2].get<std::vector<float>>();
+    EXPECT_TRUE(torch::allclose(torch::tensor(v), icv[l] * 0.5, 0.0, 1e-6)) << "direction." << l;
+  }
+}
+
+TEST(ExportControlVector, BadInputExitsTwoAndWritesNothing) {
+  const std::string dir = scratch("cvec_bad");
+  const auto& cfg = smollm2()->config();
+  const std::string art = save_icv(dir + "/icv", torch::ones({cfg.n_layers, cfg.hidden_size}), cfg,
+                                   {{"model", "smollm2-135m-instruct"}}, false);
+  // An ICV for another model.
+  auto r = safedec_cli("export control-vector --icv " + art + " --model " + tiny_llama() + " --out " + dir + "/a.gguf");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("was made for the model"), std::string::npos) << r.out;
+  // An existing output file.
+  std::ofstream(dir + "/b.gguf") << "keep";
+  r = safedec_cli("export control-vector --icv " + art + " --out " + dir + "/b.gguf");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
+  EXPECT_EQ(fs::file_size(dir + "/b.gguf"), 4u);
+  // A LoRA adapter cannot be expressed as a control vector.
+  const std::string lora = write_lora_artifact(dir + "/lora", *random_adapter(cfg), cfg);
+  r = safedec_cli("export control-vector --icv " + lora + " --out " + dir + "/c.gguf");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_EQ(listing(dir), (std::vector<std::string>{"b.gguf", "icv", "lora"}));
+  // `safedec export --help` lists the targets.
+  r = safedec_cli("export --help");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("peft"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("control-vector"), std::string::npos) << r.out;
+}
+
+namespace {
+
+// A small harm vector on two tensors of SmolLM2 (random, seeded): enough to move the logits.
+std::string write_harm_artifact(const std::string& dir, const ModelConfig& cfg) {
+  const auto lm = smollm2();
+  std::map<std::string, torch::Tensor> shapes;
+  for (const auto& [name, t] : lm->named_parameters()) shapes[name] = t;
+  torch::manual_seed(777);
+  HarmVector h;
+  h.lambda = 3.0;
+  for (const char* name : {"layers.3.wqkv", "layers.17.w_down"}) h.tau[name] = torch::randn(shapes.at(name).sizes()) * 0.003;
+  ArtifactManifest m;
+  m.kind = ArtifactKind::HarmVector;
+  m.model = ModelIdentity::of(cfg);
+  ArtifactWriter w(dir, m, /*overwrite=*/true);
+  write_harm_vector(w, h);
+  return w.commit();
+}
+
+}  // namespace
+
+TEST(ExportHf, TransformersLoadsTheHdrEditedModelAndItsTokenizer) {
+  const std::string dir = scratch("hf");
+  const std::string golden_tok = std::string(SAFEDEC_SOURCE_DIR) + "/tests/oracle/golden/tokenizer_smollm2.json";
+  const auto& cfg = smollm2()->config();
+  const std::string hdr = write_harm_artifact(dir + "/harm", cfg);
+  const std::string out = dir + "/model";
+  // 200 MiB shards: the fp32 model (~540 MB, tied embeddings) needs an index.
+  auto r = safedec_cli("export hf --model smollm2-135m-instruct --hdr " + hdr + " --hdr-lambda 3 --out " + out +
+                       " --max-shard-mb 200");
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(fs::exists(out + "/model.safetensors.index.json")) << r.out;
+  json index;
+  std::ifstream(out + "/model.safetensors.index.json") >> index;
+  std::set<std::string> shard_files;
+  for (const auto& [name, file] : index["weight_map"].items()) shard_files.insert(file.get<std::string>());
+  EXPECT_GE(shard_files.size(), 2u);
+  EXPECT_EQ(index["weight_map"].size(), 2u + 9u * static_cast<size_t>(cfg.n_layers));  // embed, norm, 9 per layer
+  for (const auto& f : shard_files) EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  for (const char* f : {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                        "special_tokens_map.json"})
+    EXPECT_TRUE(fs::exists(out + "/" + std::string(f))) << f;
+  EXPECT_EQ(listing(dir), (std::vector<std::string>{"harm", "model"}));
+
+  // The same edit in safedec: a fresh copy of the model with the harm vector applied.
+  auto edited = CausalLM::load(smollm2_path());
+  apply_harm_vector(*edited, hdr, 3.0);
+  // safedec reads the export back as the same model.
+  auto back = CausalLM::load(out);
+  const auto ids = prompts();
+  const int64_t last = 8;
+  {
+    json j = ids;
+    std::ofstream(dir + "/prompts.json") << j.dump();
+  }
+  auto py = sh(python() + " " + SAFEDEC_SOURCE_DIR + "/tests/oracle/check_hf_export.py --model-dir " + out +
+               " --prompts " + dir + "/prompts.json --last " + std::to_string(last) + " --logits-out " + dir +
+               "/hf_logits.bin --tokenizer-golden " + golden_tok + " --tokenizer-out " + dir + "/hf_tok.json");
+  ASSERT_EQ(py.code, 0) << py.out;
+  std::ifstream bin(dir + "/hf_logits.bin", std::ios::binary);
+  const int64_t V = cfg.vocab_size;
+  for (size_t p = 0; p < ids.size(); ++p) {
+    torch::Tensor hf = torch::empty({last, V});
+    bin.read(reinterpret_cast<char*>(hf.data_ptr<float>()), last * V * 4);
+    ASSERT_TRUE(bin.good()) << "hf_logits.bin is shorter than " << ids.size() << " prompts";
+    const torch::Tensor ours = last_logits(*edited, ids[p], last, nullptr);
+    const torch::Tensor plain = last_logits(*smollm2(), ids[p], last, nullptr);
+    const torch::Tensor reread = last_logits(*back, ids[p], last, nullptr);
+    const double effect = rel_err(ours, plain), err = rel_err(ours, hf), err_back = rel_err(reread, ours);
+    std::printf("  prompt %zu: HDR effect %.3e, transformers rel err %.2e, safedec re-read rel err %.2e\n", p, effect,
+                err, err_back);
+    EXPECT_GT(effect, 1e-3) << "the test harm vector must change the logits";
+    EXPECT_LE(err, 1e-4);
+    EXPECT_LE(err_back, 1e-6);
+  }
+
+  // The exported tokenizer is the model's: every golden string and chat gives the reference ids.
+  json got, golden;
+  std::ifstream(dir + "/hf_tok.json") >> got;
+  std::ifstream(golden_tok) >> golden;
+  ASSERT_EQ(got["cases"].size(), golden["cases"].size());
+  int mismatches = 0;
+  for (size_t i = 0; i < golden["cases"].size(); ++i)
+    if (got["cases"][i] != golden["cases"][i]["ids"] && ++mismatches <= 5)
+      ADD_FAILURE() << "string " << i << " " << golden["cases"][i]["text"].dump() << ": " << got["cases"][i].dump()
+                    << " vs " << golden["cases"][i]["ids"].dump();
+  for (size_t i = 0; i < golden["with_special"].size(); ++i)
+    EXPECT_EQ(got["with_special"][i], golden["with_special"][i]["ids"]) << golden["with_special"][i]["text"].dump();
+  ASSERT_EQ(got["chats"].size(), golden["chats"].size());
+  for (size_t i = 0; i < golden["chats"].size(); ++i) {
+    EXPECT_EQ(got["chats"][i]["text"], golden["chats"][i]["text"]) << golden["chats"][i]["name"];
+    EXPECT_EQ(got["chats"][i]["ids"], golden["chats"][i]["ids"]) << golden["chats"][i]["name"];
+  }
+  std::printf("  tokenizer: %zu strings, %zu with special tokens, %zu chats compared; %d mismatches\n",
+              golden["cases"].size(), golden["with_special"].size(), golden["chats"].size(), mismatches);
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST(ExportHf, BadInputExitsTwoAndWritesNothing) {
+  const std::string dir = scratch("hf_bad");
+  // A harm vector made for another model (the tiny llama fixture): both named.
+  auto tiny = CausalLM::load(tiny_llama());
+  ArtifactManifest m;
+  m.kind = ArtifactKind::HarmVector;
+  m.model = ModelIdentity::of(tiny->config());
+  {
+    ArtifactWriter w(dir + "/tiny_harm", m);
+    HarmVector h;
+    h.tau["final_norm"] = torch::zeros_like(tiny->weights().final_norm);
+    write_harm_vector(w, h);
+    w.commit();
+  }
+  auto r = safedec_cli("export hf --model smollm2-135m-instruct --hdr " + dir + "/tiny_harm --out " + dir + "/a");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("was made for the model"), std::string::npos) << r.out;
+  // A vocabulary the exporter cannot write exactly (byte-level BPE without merges): refused, naming why.
+  r = safedec_cli("export hf --model " + tiny_llama() + " --out " + dir + "/b");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("tokenizer.ggml.merges"), std::string::npos) << r.out;
+  // An existing output directory.
+  fs::create_directories(dir + "/c");
+  r = safedec_cli("export hf --model smollm2-135m-instruct --out " + dir + "/c");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::is_empty(dir + "/c"));
+  EXPECT_EQ(listing(dir), (std::vector<std::string>{"c", "tiny_harm"}));
+}
