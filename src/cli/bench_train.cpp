@@ -95,20 +95,6 @@ std::vector<LmExample> synthetic_examples(const BenchTrainArgs& a, int64_t vocab
   return out;
 }
 
-// VmHWM / VmRSS of this process in bytes (0 when /proc is unavailable).
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) != 0) continue;
-    std::istringstream s(line.substr(key.size() + 1));
-    int64_t kb = 0;
-    s >> kb;
-    return kb * 1024;
-  }
-  return 0;
-}
-
 // Resets the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); false when refused.
 bool reset_peak_rss() {
   std::ofstream out("/proc/self/clear_refs");

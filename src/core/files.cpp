@@ -13,7 +13,9 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include "core/error.h"
@@ -108,6 +110,19 @@ std::optional<bool> git_dirty(const std::string& dir) {
   auto out = capture("git -C " + shell_quote(dir) + " status --porcelain --untracked-files=no 2>/dev/null");
   if (!out) return std::nullopt;
   return !out->empty();
+}
+
+int64_t proc_status_bytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) != 0) continue;
+    std::istringstream s(line.substr(key.size() + 1));
+    int64_t kb = 0;
+    s >> kb;
+    return kb * 1024;
+  }
+  return 0;
 }
 
 }  // namespace safedec

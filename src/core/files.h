@@ -1,5 +1,6 @@
 // File-system and process helpers shared by every module that writes run files or artifacts.
 #pragma once
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -21,5 +22,8 @@ std::optional<bool> git_dirty(const std::string& dir);
 
 // The current time as "YYYY-MM-DDTHH:MM:SSZ".
 std::string utc_now_iso8601();
+
+// A byte field of /proc/self/status ("VmHWM", "VmRSS"; given there in kB); 0 when absent.
+int64_t proc_status_bytes(const std::string& key);
 
 }  // namespace safedec

@@ -25,6 +25,7 @@
 #include "artifacts/harm_vector.h"
 #include "artifacts/typed.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "eval/dataset.h"
 #include "train/sft_data.h"
 
@@ -34,19 +35,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-int64_t proc_status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) != 0) continue;
-    std::istringstream s(line.substr(key.size() + 1));
-    int64_t kb = 0;
-    s >> kb;
-    return kb * 1024;
-  }
-  return 0;
-}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
