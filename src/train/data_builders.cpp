@@ -321,7 +321,7 @@ Built build_deep_alignment(const DataBuildConfig& c, const std::vector<Loaded>& 
   json& safety_counts = b.counts["safety"];
   safety_counts = json::object();
   // 1. Written refusals the judge agrees are refusals.
-  std::vector<std::pair<const Loaded*, const Example*>> kept;
+  std::vector<std::pair<const Loaded*, const Example*>> kept, sensitive;
   for (const auto& l : refusals) {
     json& d = safety_counts[l.source.dataset];
     d = {{"rows", 0}, {"kept", 0}, {"dropped_reference_not_refusal", 0}, {"dropped_model_refused", 0},
@@ -329,7 +329,9 @@ Built build_deep_alignment(const DataBuildConfig& c, const std::vector<Loaded>& 
     for (const auto& ex : l.data.examples) {
       bump(d, "rows");
       if (!judge.judge(ex.prompt, ex.reference.value_or("")).refused) {
-        bump(d, "dropped_reference_not_refusal");
+        // A careful helpful reply to a sensitive-sounding request: an anchor when asked for.
+        bump(d, c.deep_alignment.sensitive_anchors ? "to_sensitive_anchor" : "dropped_reference_not_refusal");
+        if (c.deep_alignment.sensitive_anchors && ex.reference && !ex.reference->empty()) sensitive.emplace_back(&l, &ex);
         continue;
       }
       kept.emplace_back(&l, &ex);
@@ -428,6 +430,18 @@ Built build_deep_alignment(const DataBuildConfig& c, const std::vector<Loaded>& 
       ++anchor_rows;
     }
   }
+  // 5. Sensitive anchors: the pool's own written non-refusing replies (no generation).
+  for (const auto& [l, ex] : sensitive) {
+    b.rows.push_back({{"id", "anchor/sensitive/" + l->source.dataset + "/" + ex->id},
+                      {"kind", "anchor"},
+                      {"instruction", ex->prompt},
+                      {"response", *ex->reference},
+                      {"dataset", l->source.dataset},
+                      {"source_id", ex->id},
+                      {"finish_reason", "reference"}});
+    ++anchor_rows;
+  }
+  b.counts["sensitive_anchor_rows"] = sensitive.size();
   b.counts["safety_rows"] = safety_rows;
   b.counts["anchor_rows"] = anchor_rows;
   b.counts["rows"] = safety_rows + anchor_rows;

@@ -259,6 +259,7 @@ YAML::Node DataBuildConfig::resolved() const {
     }
     n["deep_alignment"]["pairs"] = sources_yaml(d.pairs);
     n["deep_alignment"]["anchors"] = sources_yaml(d.anchors);
+    n["deep_alignment"]["sensitive_anchors"] = d.sensitive_anchors;
   } else if (builder == "acd_anchors") {
     const auto& a = acd_anchors;
     n["acd_anchors"]["harmful"] = sources_yaml(a.harmful);
@@ -375,6 +376,7 @@ DataBuildConfig parse_data_build_config(const std::string& yaml_text, const std:
     d.refusals = parse_sources(sk.get("refusals"), source, "deep_alignment.refusals", registry, Role::Refusals, false);
     d.pairs = parse_sources(sk.get("pairs"), source, "deep_alignment.pairs", registry, Role::Pairs, false);
     d.anchors = parse_sources(sk.get("anchors"), source, "deep_alignment.anchors", registry, Role::Benign, false);
+    sk.read("sensitive_anchors", d.sensitive_anchors);
     SAFEDEC_CHECK(!d.refusals.empty() || !d.pairs.empty(), yaml_where(source, section),
                   ": deep_alignment needs safety examples: list `refusals` (e.g. safety_tuned) and/or `pairs` ",
                   "(e.g. hh_harmless)");

@@ -71,6 +71,10 @@ struct DeepAlignmentSettings {
   std::vector<DataSource> pairs;
   // Benign instructions answered by the model; its refusals are dropped.
   std::vector<DataSource> anchors;
+  // Rows of `refusals` whose written reply the judge does NOT see as a refusal (safety_tuned's careful
+  // helpful answers to sensitive-sounding requests) become utility anchors with that written reply,
+  // instead of being dropped: they teach the expert to answer such requests (over-refusal).
+  bool sensitive_anchors = false;
 };
 
 // acd_anchors (methods.md 2): harmful + benign instructions, each answered under three system

@@ -1,6 +1,8 @@
 // Eval configs: grids expand in a stable order with readable labels, method keys overlay the
 // method's defaults, bad input names the line/column and lists the known names, train-only sets
 // are refused, and the resolved config is stable.
+#include <filesystem>
+
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -176,4 +178,20 @@ TEST(EvalConfig, ShippedConfigsUseTheTrainedArtifacts) {
     EXPECT_EQ(ngsd->config.ngsd.probe, ".cache/train/risk_probe/artifact");
     EXPECT_EQ(ngsd->config.ngsd.gate, ".cache/train/ngsd_gate/artifact");
   }
+}
+
+// Every evaluation config shipped in configs/ (quickstart, full and the experiment configs) parses,
+// with its method keys checked, so a renamed key cannot leave a config that only fails at run time.
+TEST(EvalConfig, EveryShippedEvalConfigParses) {
+  const std::string root = SAFEDEC_SOURCE_DIR;
+  int parsed = 0;
+  for (const auto& e : std::filesystem::directory_iterator(root + "/configs")) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    const EvalConfig c = load_eval_config(e.path().string(), DatasetRegistry::builtin());
+    EXPECT_FALSE(c.methods.empty());
+    EXPECT_FALSE(c.datasets.empty());
+    ++parsed;
+  }
+  EXPECT_GE(parsed, 5) << "configs/ should hold quickstart, full and the experiment configs";
 }

@@ -454,6 +454,43 @@ deep_alignment:
   EXPECT_EQ(read_json(dir / "manifest.json").at("counts"), c);
 }
 
+// sensitive_anchors: the safety_tuned rows whose written reply is not a refusal become utility anchors
+// with that very reply (no generation), and every other row is as without the option.
+TEST(DataDeepAlignment, SensitiveAnchorsKeepTheWrittenNonRefusingReplies) {
+  TempDir dir;
+  std::ostringstream log;
+  const DataBuildConfig config = parse(R"(name: deep_sensitive
+builder: deep_alignment
+generation: {max_new_tokens: 6, batch_size: 4}
+deep_alignment:
+  refusals: [{dataset: safety_tuned, limit: 40, seed: 3}]
+  sensitive_anchors: true
+)");
+  EXPECT_TRUE(config.resolved()["deep_alignment"]["sensitive_anchors"].as<bool>());
+  const DataBuildSummary s = run_data_build(config, tiny_options(dir.path, &log));
+  const auto judge = make_judge("keyword");
+  DatasetLoadOptions lo;
+  lo.limit = 40;
+  lo.seed = 3;
+  const Dataset st = load_dataset(registry().get("safety_tuned"), lo);
+  std::map<std::string, std::string> answered;  // id -> written non-refusing reply
+  for (const auto& ex : st.examples)
+    if (!judge->judge(ex.prompt, *ex.reference).refused) answered[ex.id] = *ex.reference;
+  ASSERT_GT(answered.size(), 0u) << "the seeded sample should hold some careful answers";
+  size_t sensitive = 0;
+  for (const auto& r : read_rows(dir / "data.jsonl")) {
+    if (r.at("id").get<std::string>().rfind("anchor/sensitive/", 0) != 0) continue;
+    ++sensitive;
+    EXPECT_EQ(r.at("kind"), "anchor");
+    EXPECT_EQ(r.at("response"), answered.at(r.at("source_id").get<std::string>()));
+    EXPECT_FALSE(judge->judge(r.at("instruction"), r.at("response")).refused);
+  }
+  EXPECT_EQ(sensitive, answered.size());
+  EXPECT_EQ(s.counts.at("sensitive_anchor_rows").get<size_t>(), answered.size());
+  EXPECT_EQ(s.counts.at("safety").at("safety_tuned").at("to_sensitive_anchor").get<size_t>(), answered.size());
+  EXPECT_EQ(s.generated, 40 - answered.size()) << "only the refused rows' instructions are answered by the model";
+}
+
 TEST(DataDeepAlignment, HarmfulAnswersFromAPreviousSelfResponsesBuild) {
   TempDir prev, dir;
   std::ostringstream log;
