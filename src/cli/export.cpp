@@ -2,11 +2,13 @@
 //   peft            LoRA artifact -> PEFT adapter directory
 //   control-vector  ICV artifact  -> llama.cpp control-vector GGUF (additive form only)
 //   hf              model (+ HDR edit or expert weights) -> Hugging Face model directory
+//   bundle          method config + its artifacts + hashes -> deployment bundle (export/bundle.h)
 #include <nlohmann/json.hpp>
 
 #include <iostream>
 
 #include "cli/commands.h"
+#include "export/bundle.h"
 #include "export/export.h"
 
 namespace safedec::cli {
@@ -28,7 +30,7 @@ int report(const ExportReport& r, bool json) {
 }  // namespace
 
 Runner add_export(CLI::App& app) {
-  auto* ex = app.add_subcommand("export", "Export artifacts for deployment (targets: peft, control-vector, hf)");
+  auto* ex = app.add_subcommand("export", "Export artifacts for deployment (targets: peft, control-vector, hf, bundle)");
   ex->require_subcommand(1);
   auto json = std::make_shared<bool>(false);
 
@@ -71,7 +73,20 @@ Runner add_export(CLI::App& app) {
   h->add_flag("--force", hf->force, "Replace an existing output directory");
   h->add_flag("--json", *json, "Print one JSON object {out, files, notes}");
 
+  auto bo = std::make_shared<BundleExportOptions>();
+  auto* b = ex->add_subcommand("bundle", "Method config + every artifact it reads + sha256 manifest -> one directory "
+                                         "that `safedec serve --bundle` and `safedec generate --bundle` load");
+  b->add_option("--config", bo->config, "The method config YAML (names `method:` and its artifacts)")->required();
+  b->add_option("--model", bo->model, "Model the artifacts are checked against and whose sha256 is recorded")
+      ->capture_default_str();
+  b->add_option("--hdr", bo->hdr, "Harm-vector artifact to bundle as the model's HDR edit");
+  b->add_option("--hdr-lambda", bo->hdr_lambda, "HDR strength lambda (default: the artifact's recorded lambda)");
+  b->add_option("--out", bo->out, "The bundle directory to write")->required();
+  b->add_flag("--force", bo->force, "Replace an existing output directory");
+  b->add_flag("--json", *json, "Print one JSON object {out, files, notes}");
+
   return [=] {
+    if (b->parsed()) return report(export_bundle(*bo), *json);
     if (h->parsed()) {
       hf->max_shard_bytes = *shard_mb << 20;
       return report(export_hf(*hf), *json);

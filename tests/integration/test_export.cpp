@@ -20,7 +20,9 @@
 #include "artifacts/artifact.h"
 #include "artifacts/harm_vector.h"
 #include "artifacts/typed.h"
+#include "core/error.h"
 #include "core/paths.h"
+#include "export/bundle.h"
 #include "io/gguf.h"
 #include "model/causal_lm.h"
 #include "model/lora.h"
@@ -453,4 +455,66 @@ TEST(ExportHf, BadInputExitsTwoAndWritesNothing) {
   EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::is_empty(dir + "/c"));
   EXPECT_EQ(listing(dir), (std::vector<std::string>{"c", "tiny_harm"}));
+}
+
+TEST(ExportBundle, BundleIsVerifiedAndLoadsItsArtifacts) {
+  const std::string dir = scratch("bundle");
+  const auto& cfg = smollm2()->config();
+  torch::manual_seed(5);
+  const std::string icv = save_icv(dir + "/icv", torch::randn({cfg.n_layers, cfg.hidden_size}), cfg,
+                                   {{"model", "smollm2-135m-instruct"}}, false);
+  std::ofstream(dir + "/steer.yaml") << "method: steer\nicv: " << icv << "\nalpha: 0.2\nform: code\n";
+  const std::string out = dir + "/bundle";
+  auto r = safedec_cli("export bundle --config " + dir + "/steer.yaml --out " + out + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(fs::exists(out + "/bundle.json"));
+  EXPECT_TRUE(fs::exists(out + "/method.yaml"));
+  EXPECT_TRUE(fs::exists(out + "/artifacts/icv/icv.safetensors"));
+  EXPECT_TRUE(fs::exists(out + "/artifacts/icv/manifest.json"));
+
+  // Opened as it is: the method reads the bundle's copy; the model's hash is the one recorded.
+  const Bundle b = open_bundle(out);
+  EXPECT_EQ(b.method.method, "steer");
+  EXPECT_EQ(b.method.steer.icv, fs::absolute(out).lexically_normal().string() + "/artifacts/icv");
+  EXPECT_DOUBLE_EQ(b.method.steer.alpha, 0.2);
+  EXPECT_EQ(b.model, "smollm2-135m-instruct");
+  EXPECT_EQ(b.model_sha256, b.manifest["model"]["sha256"].get<std::string>());
+  EXPECT_TRUE(torch::equal(load_icv(b.method.steer.icv, cfg), load_icv(icv, cfg)));
+
+  // A changed file refuses the bundle, naming the file.
+  fs::copy(out, dir + "/tampered", fs::copy_options::recursive);
+  {
+    std::fstream f(dir + "/tampered/artifacts/icv/icv.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');
+  }
+  try {
+    open_bundle(dir + "/tampered");
+    ADD_FAILURE() << "a tampered bundle was opened";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("icv.safetensors does not match its sha256"), std::string::npos) << e.what();
+  }
+  fs::remove(dir + "/tampered/method.yaml");
+  EXPECT_THROW(open_bundle(dir + "/tampered"), Error);
+  // Another model than the one recorded is refused, naming both hashes.
+  try {
+    open_bundle(out, tiny_llama());
+    ADD_FAILURE() << "a bundle was opened with another model";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("was made for the model"), std::string::npos) << e.what();
+  }
+
+  // Bad input: an ICV made for another model, and an existing --out; nothing written.
+  auto tiny = CausalLM::load(tiny_llama());
+  const std::string tiny_icv = save_icv(dir + "/tiny_icv", torch::zeros({2, tiny->config().hidden_size}),
+                                        tiny->config(), {{"model", tiny_llama()}}, false);
+  std::ofstream(dir + "/tiny.yaml") << "method: steer\nicv: " << tiny_icv << "\n";
+  r = safedec_cli("export bundle --config " + dir + "/tiny.yaml --out " + dir + "/b2");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("was made for the model"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/b2"));
+  r = safedec_cli("export bundle --config " + dir + "/steer.yaml --out " + out);
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
+  EXPECT_EQ(listing(dir), (std::vector<std::string>{"bundle", "icv", "steer.yaml", "tampered", "tiny.yaml", "tiny_icv"}));
 }
