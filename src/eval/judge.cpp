@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/paths.h"
+#include "eval/rubric_judge.h"
 
 namespace safedec {
 
@@ -120,6 +121,7 @@ JudgeRegistry::JudgeRegistry() {
     const std::string path = o.keywords_path.empty() ? default_keyword_list_path() : o.keywords_path;
     return std::make_unique<KeywordJudge>(load_keyword_list(path), empty_is_refusal);
   };
+  factories_["rubric"] = [](const JudgeOptions& o) -> std::unique_ptr<Judge> { return make_rubric_judge(o); };
 }
 
 JudgeRegistry& JudgeRegistry::global() {

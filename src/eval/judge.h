@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,11 @@ struct Verdict {
   bool refused = false;
   std::string reason;   // human-readable, e.g. "matched keyword \"I cannot\"" or "empty response"
   std::string matched;  // the keyword that fired (as written in the list), empty when none
+  // Model-based judges only: a graded harm score in [0, 1] (rubric: StrongREJECT's score; absent
+  // when the judge model's answer could not be read) and how the answer was read:
+  // "strict" | "lenient" | "unparsable" ("" for judges that parse nothing).
+  std::optional<double> score;
+  std::string parse;
 };
 
 // Decides whether a response is a refusal. Implementations must be thread-safe for judge().
@@ -32,6 +38,15 @@ class Judge {
   virtual ~Judge() = default;
   virtual std::string name() const = 0;
   virtual Verdict judge(const std::string& prompt, const std::string& response) const = 0;
+  // Judges many (prompt, response) pairs; verdicts in input order. Model-based judges batch them
+  // (the default calls judge() for each).
+  virtual std::vector<Verdict> judge_batch(
+      const std::vector<std::pair<std::string, std::string>>& items) const {
+    std::vector<Verdict> out;
+    out.reserve(items.size());
+    for (const auto& it : items) out.push_back(judge(it.first, it.second));
+    return out;
+  }
 };
 
 // Lower-cases ASCII letters and maps the curly apostrophes U+2019, U+2018 and U+02BC to '\''.
@@ -69,7 +84,7 @@ struct JudgeOptions {
 
 using JudgeFactory = std::function<std::unique_ptr<Judge>(const JudgeOptions&)>;
 
-// Judges by name. Built in: "keyword". register_judge() adds more (e.g. a model-based judge).
+// Judges by name. Built in: "keyword" and "rubric" (eval/rubric_judge.h). register_judge() adds more (e.g. a model-based judge).
 class JudgeRegistry {
  public:
   JudgeRegistry();  // holds the built-in judges

@@ -131,7 +131,7 @@ TEST(JudgeRegistry, UnknownNameListsKnownJudgesAndCustomJudgesPlugIn) {
   };
   JudgeRegistry reg;
   reg.register_judge("short_is_refusal", [](const JudgeOptions&) { return std::make_unique<LengthJudge>(); });
-  EXPECT_EQ(reg.names(), (std::vector<std::string>{"keyword", "short_is_refusal"}));
+  EXPECT_EQ(reg.names(), (std::vector<std::string>{"keyword", "rubric", "short_is_refusal"}));
   EXPECT_TRUE(reg.create("short_is_refusal")->judge("", "no").refused);
   EXPECT_THROW(reg.register_judge("keyword", nullptr), Error);
   JudgeOptions bad;

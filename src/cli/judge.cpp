@@ -1,0 +1,121 @@
+// `safedec judge validate`: each judge's accuracy and Cohen's kappa against the hand-labelled
+// validation cases (data/judge_cases/validation_cases.jsonl), with per-category accuracy, the share
+// of unreadable answers of model-based judges and judged responses per second. Prints case names
+// only, never prompts or responses.
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "eval/judge.h"
+#include "eval/judge_validation.h"
+
+namespace safedec::cli {
+
+namespace {
+
+struct JudgeArgs {
+  std::string judges = "keyword,rubric";
+  std::string cases;
+  std::vector<std::string> params;  // judge.key=value
+  std::string keywords;
+  bool json = false;
+  int threads = 0;
+};
+
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+int run_validate(const JudgeArgs& a) {
+  if (a.threads > 0) torch::set_num_threads(a.threads);
+  const std::vector<std::string> names = split_commas(a.judges);
+  SAFEDEC_CHECK(!names.empty(), "judge validate: --judge needs at least one judge name (known: ",
+                [] {
+                  std::string k;
+                  for (const auto& n : JudgeRegistry::global().names()) k += (k.empty() ? "" : ", ") + n;
+                  return k;
+                }(),
+                ").");
+  std::map<std::string, JudgeOptions> options;
+  for (const auto& n : names) {
+    if (!JudgeRegistry::global().contains(n)) JudgeRegistry::global().create(n);  // throws, listing the known
+    options[n].keywords_path = a.keywords;
+  }
+  for (const auto& p : a.params) {
+    const size_t dot = p.find('.'), eq = p.find('=');
+    SAFEDEC_CHECK(dot != std::string::npos && eq != std::string::npos && dot < eq,
+                  "judge validate: --param must be JUDGE.KEY=VALUE, e.g. rubric.model=smollm2-135m-instruct (got '", p,
+                  "').");
+    const std::string judge = p.substr(0, dot);
+    SAFEDEC_CHECK(options.count(judge), "judge validate: --param ", p, " names judge '", judge,
+                  "', which is not in --judge ", a.judges, ".");
+    options[judge].params[p.substr(dot + 1, eq - dot - 1)] = p.substr(eq + 1);
+  }
+  const std::string path = a.cases.empty() ? default_judge_cases_path() : a.cases;
+  const std::vector<JudgeCase> cases = load_judge_cases(path);
+  std::cerr << "[judge] " << cases.size() << " labelled cases from " << path << "\n";
+  for (const auto& n : names) {
+    std::cerr << "[judge] " << n << ": loading\n";
+    const auto judge = make_judge(n, options[n]);
+    std::cerr << "[judge] " << n << ": judging " << cases.size() << " cases\n";
+    const JudgeValidation v = validate_judge(*judge, cases);
+    if (a.json) {
+      nlohmann::json j;
+      j["judge"] = v.judge;
+      j["params"] = options[n].params;
+      j["n"] = v.overall.n;
+      j["accuracy"] = v.overall.accuracy();
+      j["kappa"] = v.overall.kappa();
+      j["confusion"] = {{"tp", v.overall.tp}, {"tn", v.overall.tn}, {"fp", v.overall.fp}, {"fn", v.overall.fn}};
+      for (const auto& [cat, ag] : v.by_category) j["by_category"][cat] = {{"n", ag.n}, {"accuracy", ag.accuracy()}};
+      j["parse"] = {{"strict", v.parsed_strict}, {"lenient", v.parsed_lenient}, {"unparsable", v.unparsable}};
+      j["seconds"] = v.seconds;
+      j["responses_per_second"] = v.responses_per_second;
+      j["wrong"] = v.wrong;
+      std::cout << j.dump() << "\n";
+      continue;
+    }
+    std::printf("judge %s: n %zu, accuracy %.1f%%, Cohen's kappa %.3f (refusal = positive: tp %zu, tn %zu, fp %zu, fn %zu)\n",
+                v.judge.c_str(), v.overall.n, 100.0 * v.overall.accuracy(), v.overall.kappa(), v.overall.tp,
+                v.overall.tn, v.overall.fp, v.overall.fn);
+    for (const auto& [cat, ag] : v.by_category)
+      std::printf("  %-24s n %3zu  accuracy %5.1f%%\n", cat.c_str(), ag.n, 100.0 * ag.accuracy());
+    if (v.parsed_strict + v.parsed_lenient + v.unparsable > 0)
+      std::printf("  answers: %zu strict, %zu lenient, %zu unparsable (%.1f%%; keyword fallback)\n", v.parsed_strict,
+                  v.parsed_lenient, v.unparsable, 100.0 * v.unparsable / static_cast<double>(v.overall.n));
+    std::printf("  %.1f s, %.2f judged responses/s\n", v.seconds, v.responses_per_second);
+    std::string wrong;
+    for (const auto& w : v.wrong) wrong += (wrong.empty() ? "" : " ") + w;
+    std::printf("  wrong: %s\n", wrong.empty() ? "(none)" : wrong.c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Runner add_judge(CLI::App& app) {
+  auto a = std::make_shared<JudgeArgs>();
+  auto* cmd = app.add_subcommand("judge", "Judges: validate them against hand-labelled cases");
+  cmd->require_subcommand(1);
+  auto* val = cmd->add_subcommand("validate", "Accuracy and Cohen's kappa of judges against labelled cases");
+  val->add_option("--judge", a->judges, "Comma-separated judge names")->capture_default_str();
+  val->add_option("--cases", a->cases, "Labelled cases JSONL (default data/judge_cases/validation_cases.jsonl)");
+  val->add_option("--param", a->params, "Judge parameter JUDGE.KEY=VALUE, e.g. rubric.model=smollm2-135m-instruct");
+  val->add_option("--keywords", a->keywords, "Refusal keyword list (default data/refusal_keywords.txt)");
+  val->add_flag("--json", a->json, "One JSON object per judge");
+  val->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  return [a] { return run_validate(*a); };
+}
+
+}  // namespace safedec::cli

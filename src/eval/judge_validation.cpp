@@ -1,0 +1,101 @@
+#include "eval/judge_validation.h"
+
+#include <chrono>
+#include <set>
+
+#include "core/error.h"
+#include "core/jsonl.h"
+#include "core/paths.h"
+
+namespace safedec {
+
+using nlohmann::json;
+
+std::string default_judge_cases_path() { return source_dir() + "/data/judge_cases/validation_cases.jsonl"; }
+
+std::vector<JudgeCase> load_judge_cases(const std::string& path) {
+  SAFEDEC_CHECK(file_exists(path), "judge validation cases not found: ", path,
+                " (the default is data/judge_cases/validation_cases.jsonl).");
+  std::vector<JudgeCase> out;
+  std::set<std::string> names;
+  for_each_jsonl_line(path, "judge validation cases", [&](const json& j, int64_t line) {
+    auto str = [&](const char* key) {
+      SAFEDEC_CHECK(j.contains(key) && j[key].is_string(), path, ":", line, ": key '", key,
+                    "' is missing or not a string.");
+      return j[key].get<std::string>();
+    };
+    auto flag = [&](const char* key) {
+      SAFEDEC_CHECK(j.contains(key) && j[key].is_boolean(), path, ":", line, ": key '", key,
+                    "' is missing or not true/false.");
+      return j[key].get<bool>();
+    };
+    JudgeCase c;
+    c.name = str("name");
+    c.category = str("category");
+    c.harmful_prompt = flag("harmful_prompt");
+    c.prompt = str("prompt");
+    c.response = str("response");
+    c.human_refusal = flag("human_refusal");
+    SAFEDEC_CHECK(names.insert(c.name).second, path, ":", line, ": case name '", c.name, "' appears twice.");
+    out.push_back(std::move(c));
+  });
+  SAFEDEC_CHECK(!out.empty(), "judge validation cases ", path, " holds no case.");
+  return out;
+}
+
+double Agreement::accuracy() const { return n == 0 ? 0.0 : static_cast<double>(agree) / static_cast<double>(n); }
+
+double Agreement::kappa() const {
+  if (n == 0) return 0.0;
+  const double N = static_cast<double>(n);
+  const double po = static_cast<double>(agree) / N;
+  const double judge_pos = static_cast<double>(tp + fp) / N, label_pos = static_cast<double>(tp + fn) / N;
+  const double pe = judge_pos * label_pos + (1.0 - judge_pos) * (1.0 - label_pos);
+  if (pe >= 1.0) return 0.0;
+  return (po - pe) / (1.0 - pe);
+}
+
+Agreement agreement(const std::vector<bool>& decisions, const std::vector<bool>& labels) {
+  SAFEDEC_CHECK(decisions.size() == labels.size(), "agreement: ", decisions.size(), " decisions but ",
+                labels.size(), " labels.");
+  Agreement a;
+  for (size_t i = 0; i < decisions.size(); ++i) {
+    ++a.n;
+    const bool d = decisions[i], l = labels[i];
+    if (d == l) ++a.agree;
+    if (d && l) ++a.tp;
+    else if (!d && !l) ++a.tn;
+    else if (d && !l) ++a.fp;
+    else ++a.fn;
+  }
+  return a;
+}
+
+JudgeValidation validate_judge(const Judge& judge, const std::vector<JudgeCase>& cases) {
+  JudgeValidation v;
+  v.judge = judge.name();
+  std::vector<std::pair<std::string, std::string>> items;
+  for (const auto& c : cases) items.emplace_back(c.prompt, c.response);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<Verdict> verdicts = judge.judge_batch(items);
+  v.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  v.responses_per_second = v.seconds > 0 ? static_cast<double>(cases.size()) / v.seconds : 0.0;
+  SAFEDEC_ASSERT(verdicts.size() == cases.size(), "judge_batch returned the wrong number of verdicts");
+  std::vector<bool> decisions, labels;
+  std::map<std::string, std::pair<std::vector<bool>, std::vector<bool>>> per;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    decisions.push_back(verdicts[i].refused);
+    labels.push_back(cases[i].human_refusal);
+    per[cases[i].category].first.push_back(verdicts[i].refused);
+    per[cases[i].category].second.push_back(cases[i].human_refusal);
+    if (verdicts[i].refused != cases[i].human_refusal) v.wrong.push_back(cases[i].name);
+    if (verdicts[i].parse == "strict") ++v.parsed_strict;
+    else if (verdicts[i].parse == "lenient") ++v.parsed_lenient;
+    else if (verdicts[i].parse == "unparsable") ++v.unparsable;
+  }
+  v.overall = agreement(decisions, labels);
+  for (const auto& [cat, dl] : per) v.by_category[cat] = agreement(dl.first, dl.second);
+  return v;
+}
+
+}  // namespace safedec
