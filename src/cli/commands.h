@@ -17,8 +17,11 @@ void add_bench_train(CLI::App* bench);  // `bench train`, called by add_bench
 Runner add_demo(CLI::App& app);
 Runner add_icv(CLI::App& app);
 Runner add_eval(CLI::App& app);
+Runner add_judge(CLI::App& app);
 Runner add_train(CLI::App& app);
 Runner add_data(CLI::App& app);
+Runner add_export(CLI::App& app);
+Runner add_serve(CLI::App& app);
 // The shared --temperature/--top-k/... options.
 void add_sampling_options(CLI::App* cmd, SamplingParams& s);
 

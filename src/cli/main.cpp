@@ -22,8 +22,11 @@ int main(int argc, char** argv) {
   add(safedec::cli::add_demo);
   add(safedec::cli::add_icv);
   add(safedec::cli::add_eval);
+  add(safedec::cli::add_judge);
   add(safedec::cli::add_train);
   add(safedec::cli::add_data);
+  add(safedec::cli::add_export);
+  add(safedec::cli::add_serve);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
