@@ -1,6 +1,7 @@
 // `safedec serve`: the OpenAI-compatible HTTP server (src/serve). One model is loaded once; each
 // request may pick a safety method and strength in its `safedec` object (default: --method /
-// --method-config). SIGTERM or SIGINT drains the queued and running requests, then exits 0.
+// --method-config, or the method of a deployment bundle, --bundle). SIGTERM or SIGINT drains the
+// queued and running requests, then exits 0.
 #include <signal.h>
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
@@ -11,7 +12,9 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "artifacts/harm_vector.h"
 #include "decoding/methods.h"
+#include "export/bundle.h"
 #include "serve/server.h"
 
 namespace safedec::cli {
@@ -21,6 +24,8 @@ namespace {
 struct ServeArgs {
   std::string model = "smollm2-135m-instruct";
   std::string method, method_config, chat_template;
+  std::string bundle;  // deployment bundle (src/export/bundle.h): method config + artifacts + HDR edit
+  bool model_given = false;
   ServeOptions server;
   int threads = 0;
 };
@@ -48,8 +53,21 @@ int run_serve(ServeArgs a) {
   }).detach();
 
   if (a.threads > 0) torch::set_num_threads(a.threads);
-  std::string method = a.method;
-  if (method.empty() && !a.method_config.empty()) {
+  std::string method = a.method, model = a.model, hdr, source;
+  double hdr_lambda = 0.0;
+  MethodConfig config;
+  if (!a.bundle.empty()) {
+    SAFEDEC_CHECK(a.method_config.empty(), "--bundle carries the method config; drop --method-config");
+    const Bundle deploy = open_bundle(a.bundle, a.model_given ? a.model : "");  // every hash checked
+    SAFEDEC_CHECK(method.empty() || method == deploy.method.method, "--method ", method,
+                  " disagrees with the bundle's method ", deploy.method.method);
+    config = deploy.method;
+    method = config.method;
+    model = deploy.model;
+    hdr = deploy.hdr;
+    hdr_lambda = deploy.hdr_lambda;
+    source = "bundle " + deploy.dir;
+  } else if (method.empty() && !a.method_config.empty()) {
     YAML::Node node;
     try {
       node = YAML::LoadFile(a.method_config);
@@ -60,16 +78,22 @@ int run_serve(ServeArgs a) {
     SAFEDEC_CHECK(!method.empty(), "the method config ", a.method_config,
                   " has no `method:` key; add one or pass --method");
   }
-  if (method.empty()) method = "plain";
-  check_method_name(method);
-  MethodConfig config = load_method_config(method, a.method_config);
-  ModelBundle bundle = load_model_bundle(a.model, LoadOptions{}, a.chat_template);
+  if (a.bundle.empty()) {
+    if (method.empty()) method = "plain";
+    check_method_name(method);
+    config = load_method_config(method, a.method_config);
+    source = config.source.empty() ? std::string("defaults") : config.source;
+  }
+  ModelBundle bundle = load_model_bundle(model, LoadOptions{}, a.chat_template);
+  if (!hdr.empty()) {
+    const int64_t n = apply_harm_vector(*bundle.model, hdr, hdr_lambda);
+    std::cerr << "[serve] HDR: subtracted " << hdr_lambda << " x the bundle's harm vector from " << n << " tensors\n";
+  }
   std::cerr << "[serve] model " << bundle.entry.name << " (" << bundle.model->config().architecture << ", "
             << bundle.model->config().n_layers << " layers, context " << bundle.model->config().context_length
             << "), chat template " << bundle.chat->family() << ", threads " << torch::get_num_threads() << "\n";
   Server server(bundle, config, a.server);
-  std::cerr << "[serve] default method: " << method
-            << (config.source.empty() ? std::string(" (defaults)") : " from " + config.source) << "; batch "
+  std::cerr << "[serve] default method: " << method << " from " << source << "; batch "
             << a.server.max_batch << " rows, queue " << a.server.max_queue
             << (a.server.api_key.empty() ? "" : ", API key required") << "\n";
   g_server = &server;
@@ -97,6 +121,9 @@ Runner add_serve(CLI::App& app) {
   cmd->add_option("--method-config", a->method_config,
                   "YAML config of the default method (default: configs/methods/<method>.yaml); other methods a "
                   "request names use their configs/methods/<method>.yaml");
+  cmd->add_option("--bundle", a->bundle,
+                  "Deployment bundle (safedec export bundle): its method (the default), artifacts and HDR edit, "
+                  "hash-checked; a bundle whose files do not match their hashes is refused");
   cmd->add_option("--api-key", a->server.api_key, "Require 'Authorization: Bearer KEY' on /v1/ (401 without it)");
   cmd->add_option("--max-batch", a->server.max_batch, "Requests decoding at once")->capture_default_str();
   cmd->add_option("--max-queue", a->server.max_queue, "Requests waiting beyond the batch; more get HTTP 429")
@@ -108,7 +135,10 @@ Runner add_serve(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--chat-template", a->chat_template, "Override the chat template family (chatml, llama2, llama3, gemma)");
   cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
-  return [a] { return run_serve(*a); };
+  return [a, cmd] {
+    a->model_given = cmd->get_option("--model")->count() > 0;
+    return run_serve(*a);
+  };
 }
 
 }  // namespace safedec::cli

@@ -255,6 +255,44 @@ TEST(ServeHttp, SigtermDrainsInFlightRequestsAndExitsZero) {
   EXPECT_NE(srv.read_log().find("[serve] stopped"), std::string::npos) << srv.read_log();
 }
 
+std::string run_shell(const std::string& cmd, int* code) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  if (!p) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+TEST(ServeHttp, BundleSetsTheDefaultMethodAndATamperedOneIsRefused) {
+  smollm2();
+  const std::string dir = ::testing::TempDir() + "serve_bundle_" + std::to_string(getpid());
+  const std::string exe = std::string(SAFEDEC_BUILD_DIR) + "/safedec";
+  int code = -1;
+  std::string out = run_shell(exe + " export bundle --config " + source("configs/methods/acd.yaml") + " --out " + dir +
+                                  " --force",
+                              &code);
+  ASSERT_EQ(code, 0) << out;
+  {
+    ServerProcess srv;
+    ASSERT_TRUE(srv.start("--bundle " + dir + " --threads 2")) << srv.read_log();
+    EXPECT_NE(srv.read_log().find("default method: acd from bundle"), std::string::npos) << srv.read_log();
+    out = run_shell(python() + " -c \"import json,urllib.request; print(json.load(urllib.request.urlopen('" +
+                        srv.url() + "/health'))['method'])\"",
+                    &code);
+    EXPECT_EQ(out, "acd\n");
+    EXPECT_EQ(srv.stop(), 0) << srv.read_log();
+  }
+  std::ofstream(dir + "/method.yaml", std::ios::app) << "# edited\n";
+  out = run_shell(exe + " serve --port 0 --bundle " + dir, &code);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("method.yaml"), std::string::npos) << out;
+  EXPECT_EQ(out.find("listening"), std::string::npos) << out;
+}
+
 TEST(ServeHttp, BadArgumentsExitTwo) {
   const std::string cmd = std::string(SAFEDEC_BUILD_DIR) + "/safedec serve --method nope 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
