@@ -14,4 +14,10 @@ namespace safedec {
 void for_each_jsonl_line(const std::string& path, const std::string& what,
                          const std::function<void(const nlohmann::json&, int64_t)>& fn);
 
+// A JSON parse error's description without the file's content: nlohmann's message ends with
+// "last read: '<the text around the error>'", which for a dataset can be part of a harmful prompt.
+// Keeps the position and the kind of error ("parse error at line 1, column 12: syntax error while
+// parsing object - invalid literal").
+std::string json_error_without_content(const std::exception& e);
+
 }  // namespace safedec

@@ -1,6 +1,8 @@
 // YamlKeys: reads the keys of one YAML mapping and rejects the ones nobody asked for, so a typo in a
 // config file is an error (with FILE:LINE:COLUMN and the allowed keys) instead of a silently
-// ignored setting. Used by every config parser (eval configs, method configs).
+// ignored setting. Used by every config parser (eval configs, method configs). A mapping that
+// repeats a key (which YAML parsers otherwise resolve silently, the first value winning) is refused
+// with FILE:LINE:COLUMN of the repeat, at every depth below the mapping a YamlKeys reads.
 #pragma once
 #include <yaml-cpp/yaml.h>
 
@@ -13,6 +15,17 @@ namespace safedec {
 
 // "SOURCE:LINE:COLUMN" of a node (just SOURCE when the node carries no position).
 std::string yaml_where(const std::string& source, const YAML::Node& node);
+
+// Throws safedec::Error at the first mapping (at any depth) that holds the same key twice.
+void check_unique_yaml_keys(const YAML::Node& node, const std::string& source);
+
+// Why `path` cannot be read as a config file ("... is a directory, not a file", "... does not
+// exist", "... cannot be read: Permission denied"), or "" when it can. `what` names it.
+std::string config_file_problem(const std::string& path, const std::string& what);
+
+// Reads and parses a YAML config file: a clear error for a directory, a missing or unreadable file,
+// malformed YAML (FILE:LINE:COLUMN) and repeated keys. An empty file gives a null node.
+YAML::Node load_yaml_file(const std::string& path, const std::string& what);
 
 class YamlKeys {
  public:
