@@ -11,6 +11,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -20,10 +21,12 @@
 #include "decoding/model_bundle.h"
 #include "decoding/strategy_registry.h"
 #include "eval/progress.h"
+#include "eval/rejudge.h"
 #include "eval/ref_nll.h"
 #include "eval/report.h"
 #include "eval/run_dir.h"
 #include "core/sha256.h"
+#include "dist/dist.h"
 #include "artifacts/harm_vector.h"
 
 namespace safedec {
@@ -153,6 +156,42 @@ std::optional<GateTrace> read_gate_trace(const std::string& path, double theta, 
   return t;
 }
 
+// Sharded evaluation (src/dist): the directory where rank r appends its generations, reference-NLL rows
+// and gate traces before rank 0 merges them into the run's usual files.
+std::string shard_dir(const std::string& run_path, int rank) {
+  return run_path + "/shards/rank-" + std::to_string(rank);
+}
+
+// Appends to `main_path` the rows of the cell (model, method, dataset) that the ranks wrote to their
+// shard files (`file` in each shard directory) and main_path lacks, in the order of `ids` (the
+// dataset's order, as one process writes them). Returns the rows appended.
+std::vector<json> merge_shard_rows(const std::string& run_path, int world, const std::string& file,
+                                   const std::string& main_path, const std::string& model, const std::string& method,
+                                   const std::string& dataset, const std::vector<std::string>& ids) {
+  auto in_cell = [&](const json& j) {
+    return j.value("model", "") == model && j.value("method", "") == method && j.value("dataset", "") == dataset &&
+           j.contains("id") && j["id"].is_string();
+  };
+  std::set<std::string> have;
+  for (const auto& j : read_jsonl(main_path, /*missing_ok=*/true).rows)
+    if (in_cell(j)) have.insert(j["id"].get<std::string>());
+  std::map<std::string, json> from_shards;
+  for (int r = 0; r < world; ++r)
+    for (auto& j : read_jsonl(shard_dir(run_path, r) + "/" + file, /*missing_ok=*/true).rows) {
+      if (!in_cell(j)) continue;
+      const std::string id = j["id"].get<std::string>();
+      if (!have.count(id)) from_shards[id] = std::move(j);
+    }
+  std::vector<json> out;
+  for (const auto& id : ids) {
+    auto it = from_shards.find(id);
+    if (it == from_shards.end()) continue;
+    append_jsonl(main_path, it->second);
+    out.push_back(std::move(it->second));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string format_results_table(const std::vector<ResultRow>& rows) {
@@ -185,7 +224,15 @@ std::string format_results_table(const std::vector<ResultRow>& rows) {
 }
 
 EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
-  std::ostream& log = options.log ? *options.log : std::cerr;
+  // Launched as several ranks (torchrun): each generates its share of every cell's prompts into its
+  // shard files; rank 0 alone writes the run directory (merging the shards cell by cell), the manifest,
+  // results and report. The other ranks log nothing.
+  std::shared_ptr<DistGroup> group = dist_group();
+  if (group && group->world_size() < 2) group = nullptr;
+  const bool main_rank = !group || group->is_main();
+  const int world = group ? group->world_size() : 1, rank = group ? group->rank() : 0;
+  static std::ostream null_log(nullptr);
+  std::ostream& log = !main_rank ? null_log : options.log ? *options.log : std::cerr;
   SAFEDEC_CHECK(!options.out_dir.empty(), "eval: --out DIR is required");
   if (options.limit > 0) config.limit = options.limit;
   if (options.threads > 0) torch::set_num_threads(options.threads);
@@ -203,9 +250,25 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     SAFEDEC_CHECK(!datasets.back().examples.empty(), "dataset '", name, "' has no rows after filtering (files: ",
                   datasets.back().files.empty() ? std::string("none") : datasets.back().files.front(), ")");
   }
-  const auto judge = make_judge(config.judge, config.judge_options);
+  const auto judge = make_judge(config.judge, config.options_for(config.judge));
+  check_further_judges(config);  // judges[1..] run after generation (eval/rejudge.h); checked now
   std::vector<std::vector<std::string>> artifacts_of;  // checked now: a missing ICV fails before any cell runs
   for (const auto& m : config.methods) artifacts_of.push_back(method_artifacts(m));
+  if (group) {
+    // Hash exchange: every rank must run the same resolved config into the same directory.
+    const std::string what = canonical_yaml(config.resolved()) + "\nout: " + options.out_dir +
+                             "\nresume: " + std::to_string(options.resume) + " force: " + std::to_string(options.force) +
+                             " report_only: " + std::to_string(options.report_only);
+    group->check_same("the resolved eval config, --out and flags (sha256)", sha256_hex(what));
+    const size_t B = static_cast<size_t>(config.generation.batch_size);
+    for (const auto& d : datasets) {
+      const size_t batches = (d.examples.size() + B - 1) / B;
+      SAFEDEC_CHECK(batches >= static_cast<size_t>(world), "eval: dataset '", d.spec.name, "' has ",
+                    d.examples.size(), " prompt(s), ", batches, " batch(es) of generation.batch_size ", B,
+                    ", but WORLD_SIZE is ", world, ": ranks take whole batches and each needs at least one; launch at "
+                    "most ", batches, " ranks, lower the batch size or raise the limit");
+    }
+  }
 
   // Cells in a stable order: model, then method, then dataset, as listed in the config.
   std::vector<Cell> cells;
@@ -219,15 +282,46 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   RunDirOptions ro;
   ro.resume = options.resume || options.report_only;
   ro.force = options.force;
-  RunDirectory run = RunDirectory::open(options.out_dir, config.resolved(), ro);
-  if (run.resumed() && !options.report_only) {  // report-only may read a run still being written
-    std::string diag;
-    for (const auto& p : {run.results_path(), run.generations_path(), run.path() + "/ref_nll.jsonl"})
-      if (repair_torn_tail(p, &diag)) log << "[eval] resume: " << diag << "\n";
+  // Rank 0 opens (and on --force clears) the directory; the others wait for its verdict.
+  std::optional<RunDirectory> run_opened;
+  std::string open_error;
+  if (main_rank) {
+    try {
+      run_opened = RunDirectory::open(options.out_dir, config.resolved(), ro);
+      if (group && !run_opened->resumed()) fs::remove_all(run_opened->path() + "/shards");  // a fresh run's
+    } catch (const Error& e) {
+      if (!group) throw;
+      open_error = e.what();
+    }
   }
+  if (group) {
+    const auto verdicts = group->all_gather(main_rank ? (open_error.empty() ? "ok" : "failed") : "");
+    if (!open_error.empty()) throw Error(open_error);
+    SAFEDEC_CHECK(verdicts[0] == "ok", "eval: rank 0 could not open the run directory ", options.out_dir,
+                  " (its error says why)");
+    if (options.report_only && !main_rank) return EvalRunSummary{};  // rank 0 writes the report
+  }
+  const std::string run_path = run_opened ? run_opened->path() : fs::path(options.out_dir).lexically_normal().string();
+  const std::string results_path = run_path + "/results.jsonl", generations_path = run_path + "/generations.jsonl";
+  const std::string my_shard = group ? shard_dir(run_path, rank) : std::string();
+  if (group) fs::create_directories(my_shard);
+  // Where this process appends generations and reference-NLL rows: the run's files, or its shard's.
+  const std::string gen_out = group ? my_shard + "/generations.jsonl" : generations_path;
+  const std::string nll_out = group ? my_shard + "/ref_nll.jsonl" : run_path + "/ref_nll.jsonl";
+  const bool resumed = run_opened ? run_opened->resumed() : options.resume;
+  if (resumed && !options.report_only) {  // report-only may read a run still being written
+    std::string diag;
+    if (main_rank)
+      for (const auto& p : {results_path, generations_path, run_path + "/ref_nll.jsonl"})
+        if (repair_torn_tail(p, &diag)) log << "[eval] resume: " << diag << "\n";
+    if (group)
+      for (const auto& p : {gen_out, nll_out}) repair_torn_tail(p, &diag);
+  }
+  if (group) group->barrier("eval: run directory ready");
 
   // Manifest: versions, seeds, hashes of models, datasets and method artifacts.
-  if (!options.report_only) {
+  if (main_rank && !options.report_only) {
+    RunDirectory& run = *run_opened;
     ManifestInputs mi;
     mi.seeds["sample"] = config.seed;
     mi.seeds["sampling"] = config.generation.sampling.seed;
@@ -251,17 +345,20 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     mi.extra["command"] = options.command;
     mi.extra["config_source"] = config.source;
     mi.extra["resumed"] = run.resumed();
+    mi.extra["world_size"] = world;
     run.write_manifest(mi);
   }
 
   std::set<std::string> done_cells;
-  for (const auto& r : read_results(run.results_path())) done_cells.insert(cell_key(r.model, r.method, r.dataset));
-  std::vector<GenerationRow> generations = read_generations(run.generations_path());
+  for (const auto& r : read_results(results_path)) done_cells.insert(cell_key(r.model, r.method, r.dataset));
+  std::vector<GenerationRow> generations = read_generations(generations_path);
+  if (group)  // this rank's rows not merged yet (an interrupted sharded run)
+    for (auto& g : read_generations(gen_out)) generations.push_back(std::move(g));
 
   EvalRunSummary summary;
   summary.cells_total = cells.size();
-  const std::string ref_path = run.path() + "/ref_nll.jsonl";
-  const std::string trace_dir = run.path() + "/traces";
+  const std::string ref_path = run_path + "/ref_nll.jsonl";
+  const std::string trace_dir = main_rank ? run_path + "/traces" : my_shard + "/traces";
 
   size_t cell_index = 0;
   for (size_t mo = 0; mo < config.models.size(); ++mo) {
@@ -311,9 +408,21 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
           continue;
         }
         const std::set<std::string> have = completed_ids(generations, model_spec.label, method.label, dname);
+        // This rank's contiguous share of the dataset's prompts (all of them in one process), in whole
+        // batches: every batch holds the prompts one process would batch together, so the outputs and
+        // scores are the same bit for bit.
+        const int64_t n_examples = static_cast<int64_t>(ds.examples.size());
+        const int64_t batch_n = config.generation.batch_size;
+        const auto [batch_lo, batch_hi] = shard_range((n_examples + batch_n - 1) / batch_n, rank, world);
+        const int64_t shard_lo = std::min(n_examples, batch_lo * batch_n);
+        const int64_t shard_hi = std::min(n_examples, batch_hi * batch_n);
         std::vector<const Example*> todo;
-        for (const auto& ex : ds.examples)
+        size_t have_in_shard = 0;
+        for (int64_t i = shard_lo; i < shard_hi; ++i) {
+          const Example& ex = ds.examples[static_cast<size_t>(i)];
           if (!have.count(ex.id)) todo.push_back(&ex);
+          else ++have_in_shard;
+        }
         if (sink) {
           fs::create_directories(trace_dir);
           trace->out = std::make_shared<std::ofstream>(
@@ -322,15 +431,19 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
         const std::string label = "[" + std::to_string(cell_index + 1) + "/" + std::to_string(cells.size()) + "] " +
                                   method.label + " x " + dname;
         const bool want_nll = config.ref_nll.enabled && !ds.spec.reference_field.empty();
-        ProgressBar bar(label, ds.examples.size() * (want_nll ? 2 : 1));
-        bar.skip(have.size(), have.empty() ? "" : "resumed");
+        const size_t shard_n = static_cast<size_t>(shard_hi - shard_lo);
+        ProgressOptions popt;
+        if (!main_rank) popt.out = &null_log;
+        ProgressBar bar(label + (group ? " (rank 0 of " + std::to_string(world) + ")" : ""),
+                        shard_n * (want_nll ? 2 : 1), popt);
+        bar.skip(have_in_shard, have_in_shard == 0 ? "" : "resumed");
 
         GenerationOptions gopt = bundle.generation_options();
         gopt.max_new_tokens = config.generation.max_new_tokens;
         gopt.sampling = config.generation.sampling;
         Generator gen(gopt);
         const size_t B = static_cast<size_t>(config.generation.batch_size);
-        size_t done_in_cell = have.size();
+        size_t done_in_cell = have_in_shard;
         for (size_t first = 0; first < todo.size(); first += B) {
           const size_t last = std::min(todo.size(), first + B);
           std::vector<StrategyPrompt> prompts;
@@ -347,9 +460,12 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             results = gen.run(*strategy, prompts, &stats);
           }
           const auto secs = share_seconds(results, stats.decode_seconds);
+          std::vector<std::pair<std::string, std::string>> judged;  // one batched call (model-based judges)
+          for (size_t i = 0; i < results.size(); ++i) judged.emplace_back(todo[first + i]->prompt, results[i].text);
+          const std::vector<Verdict> verdicts = judge->judge_batch(judged);
           for (size_t i = 0; i < results.size(); ++i) {
             const Example& ex = *todo[first + i];
-            const Verdict v = judge->judge(ex.prompt, results[i].text);
+            const Verdict& v = verdicts[i];
             GenerationRow g;
             g.id = ex.id;
             g.model = model_spec.label;
@@ -361,7 +477,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             g.decode_seconds = secs[i];
             g.refused = v.refused;
             g.judge_reason = v.reason;
-            append_jsonl(run.generations_path(), to_json(g));
+            append_jsonl(gen_out, to_json(g));
             generations.push_back(std::move(g));
           }
           done_in_cell += results.size();
@@ -372,13 +488,13 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
           if (options.after_batch) options.after_batch(cell_index, done_in_cell);
         }
 
-        MetricsAccumulator acc =
-            accumulate_generations(generations, model_spec.label, method.label, dname, ds.spec.harmful,
-                                   ds.spec.over_refusal_probe);
+        // Reference NLL rows already written (the run's file; in a sharded run also this rank's shard file).
+        std::map<std::string, RefNll> scored;
         if (want_nll) {
-          // Reference NLL, teacher-forced through the method; per-example rows make it resumable.
-          std::map<std::string, RefNll> scored;
-          for (const auto& j : read_jsonl(ref_path, /*missing_ok=*/true).rows) {
+          std::vector<json> rows = read_jsonl(ref_path, /*missing_ok=*/true).rows;
+          if (group)
+            for (auto& j : read_jsonl(nll_out, /*missing_ok=*/true).rows) rows.push_back(std::move(j));
+          for (const auto& j : rows) {
             if (j.value("model", "") != model_spec.label || j.value("method", "") != method.label ||
                 j.value("dataset", "") != dname)
               continue;
@@ -389,9 +505,11 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             scored[j.at("id").get<std::string>()] = r;
           }
           std::vector<const Example*> nll_todo;
-          for (const auto& ex : ds.examples)
+          for (int64_t i = shard_lo; i < shard_hi; ++i) {
+            const Example& ex = ds.examples[static_cast<size_t>(i)];
             if (!scored.count(ex.id) && ex.reference && !ex.reference->empty()) nll_todo.push_back(&ex);
-          bar.skip(ds.examples.size() - nll_todo.size());  // already scored, or no reference
+          }
+          bar.skip(shard_n - nll_todo.size());  // already scored, or no reference
           for (size_t first = 0; first < nll_todo.size(); first += B) {
             const size_t last = std::min(nll_todo.size(), first + B);
             std::vector<StrategyPrompt> prompts;
@@ -416,7 +534,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
                 out = teacher_forced_nll(*strategy, prompts, refs);
               }
               for (size_t i = 0; i < out.size(); ++i) {
-                append_jsonl(ref_path, json{{"id", batch[i]->id},
+                append_jsonl(nll_out, json{{"id", batch[i]->id},
                                             {"model", model_spec.label},
                                             {"method", method.label},
                                             {"dataset", dname},
@@ -428,6 +546,38 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             }
             bar.tick(last - first, "ref NLL");
           }
+        }
+        bar.finish();
+        if (trace->out) trace->out.reset();
+        if (group) {
+          // Every rank has written its share of the cell; rank 0 merges the shards in dataset order.
+          group->barrier("eval: end of cell " + method.label + " x " + dname);
+          if (!main_rank) continue;
+          std::vector<std::string> ids;
+          for (const auto& ex : ds.examples) ids.push_back(ex.id);
+          for (const auto& j : merge_shard_rows(run_path, world, "generations.jsonl", generations_path,
+                                                model_spec.label, method.label, dname, ids))
+            generations.push_back(generation_row_from_json(j, generations_path));
+          if (want_nll) {
+            for (const auto& j : merge_shard_rows(run_path, world, "ref_nll.jsonl", ref_path, model_spec.label,
+                                                  method.label, dname, ids)) {
+              RefNll r;
+              r.nll_sum = j.at("nll_sum").get<double>();
+              r.tokens = j.at("tokens").get<int64_t>();
+              r.floored = j.value("floored", int64_t{0});
+              scored[j.at("id").get<std::string>()] = r;
+            }
+          }
+        }
+        // Metrics from every generation of the cell (in a sharded run, rank 0 after the merge).
+        std::vector<GenerationRow> cell_rows;
+        if (group) {
+          cell_rows = read_generations(generations_path);
+        }
+        MetricsAccumulator acc =
+            accumulate_generations(group ? cell_rows : generations, model_spec.label, method.label, dname,
+                                   ds.spec.harmful, ds.spec.over_refusal_probe);
+        if (want_nll) {
           int64_t floored = 0;
           for (const auto& ex : ds.examples) {
             auto it = scored.find(ex.id);
@@ -439,8 +589,6 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             log << "[eval] " << method.label << " x " << dname << ": " << floored
                 << " reference tokens had probability < 1e-9 under the method and were scored at -log(1e-9)\n";
         }
-        bar.finish();
-        if (trace->out) trace->out.reset();
         SAFEDEC_CHECK(acc.count() == ds.examples.size(), "internal: cell ", method.label, " x ", dname, " has ",
                       acc.count(), " generations for ", ds.examples.size(), " examples");
         ResultRow row;
@@ -449,7 +597,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
         row.dataset = dname;
         row.judge = judge->name();
         row.metrics = acc.summary();
-        append_jsonl(run.results_path(), to_json(row));
+        append_jsonl(results_path, to_json(row));
         done_cells.insert(cell_key(row.model, row.method, row.dataset));
         log << "[eval] " << label << ": n " << row.metrics.n << ", refusal " << fmt_rate(row.metrics.refusal_rate)
             << (row.metrics.ref_nll ? ", ref NLL " + fmt_rate(*row.metrics.ref_nll) : std::string()) << "\n";
@@ -457,9 +605,16 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     }
   }
 
+  if (group) {
+    // A rank that stopped makes this fail (instead of hang) on every other rank.
+    group->barrier("eval: end of run");
+    if (!main_rank) return summary;  // rank 0 writes the report
+    fs::remove_all(run_path + "/shards");  // every row is merged
+  }
+  RunDirectory& run = *run_opened;
   // Results in cell order (the file holds them in completion order, possibly over several runs).
   std::map<std::string, ResultRow> by_key;
-  for (const auto& r : read_results(run.results_path())) by_key[cell_key(r.model, r.method, r.dataset)] = r;
+  for (const auto& r : read_results(results_path)) by_key[cell_key(r.model, r.method, r.dataset)] = r;
   for (const auto& c : cells) {
     auto it = by_key.find(cell_key(config.models[c.model].label, config.methods[c.method].label,
                                    datasets[c.dataset].spec.name));
@@ -471,6 +626,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   }
 
   ReportInputs ri;
+  ri.judges_section = run_further_judges(config, run.path(), !options.report_only, log);
   ri.title = "safedec evaluation: " + config.name;
   ri.rows = summary.rows;
   // Parameter sweeps: method entries with a one-key numeric grid, per model.
@@ -516,6 +672,14 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     info << "\n\n**Partial run:** " << summary.rows.size() << " of " << cells.size()
          << " cells are finished; the others are missing from the table (continue with `--resume`).";
   ri.run_info = info.str();
+  if (config.models.size() > 1)  // scale plots: each model's parameter count (GGUF header / HF config)
+    for (const auto& m : config.models) {
+      try {
+        ri.model_parameters[m.label] = model_parameter_count(m.name);
+      } catch (const Error& e) {
+        log << "[eval] scale plots leave out " << m.label << ": its size is unknown (" << e.what() << ")\n";
+      }
+    }
   write_report(run.path(), ri);
   summary.report_path = run.report_path();
   return summary;
