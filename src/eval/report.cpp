@@ -331,6 +331,7 @@ std::string render_report_markdown(const ReportInputs& in, const std::vector<std
     }
     md += "\n" + (in.judge_note.empty() ? default_judge_note(judges) : in.judge_note) + "\n";
   }
+  if (!in.judges_section.empty()) md += "\n" + in.judges_section;
   if (!plots.empty()) {
     md += "## Plots\n\n";
     for (const auto& p : plots) {
@@ -373,6 +374,7 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInputs
   for (const auto& [param, points] : in.sweeps)
     save("sweep_" + slug(param), plot_parameter_sweep(param, points));
   if (in.gate_trace) save("gate_trace", plot_gate_trace(*in.gate_trace));
+  for (const auto& [name, svg] : render_scale_plots(in)) save(name, svg);
   write_file_atomic((fs::path(dir) / "report.md").string(), render_report_markdown(in, plots));
   return plots;
 }

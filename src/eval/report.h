@@ -2,6 +2,8 @@
 // plots themselves: safety vs over-refusal per method, ASR per attack set, a parameter sweep, and
 // NGSD gate activity along one response.
 #pragma once
+#include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -9,6 +11,8 @@
 #include "eval/results_io.h"
 
 namespace safedec {
+
+struct ModelConfig;
 
 // Scatter: one point per method of `model`; x = over-refusal (refusal rate on the over-refusal probe
 // dataset, default xstest_safe), y = mean ASR over the harmful datasets present (lower-left is
@@ -53,6 +57,9 @@ struct ReportInputs {
   std::vector<std::pair<std::string, std::vector<SweepPoint>>> sweeps;  // (parameter, points)
   std::optional<GateTrace> gate_trace;
   std::string run_info;        // free text (command, manifest summary)
+  std::string judges_section;  // Markdown comparing several judges (eval/rejudge.h), after the results
+  // Model label -> parameter count; with two or more models the report draws scale plots.
+  std::map<std::string, int64_t> model_parameters;
 };
 
 // Markdown for the report (the table and links to plots/<name>.svg). Pure: no files touched.
@@ -62,5 +69,13 @@ std::string render_report_markdown(const ReportInputs& inputs,
 // Writes <dir>/report.md and the plots that the data supports into <dir>/plots/ (atomically);
 // returns the plot paths relative to dir.
 std::vector<std::string> write_report(const std::string& dir, const ReportInputs& inputs);
+
+// report_scales.cpp. Parameters of a model config (embeddings, layers, norms, untied head).
+int64_t parameter_count(const ModelConfig& config);
+// A registered model or path: the GGUF tensor table's element count, or the HF config's formula.
+int64_t model_parameter_count(const std::string& name_or_path);
+// With >= 2 sized models: (name, SVG) of pooled ASR, over-refusal and reference NLL against
+// log10(parameters), one line per method (the first judge's numbers).
+std::vector<std::pair<std::string, std::string>> render_scale_plots(const ReportInputs& inputs);
 
 }  // namespace safedec
