@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/jsonl.h"
 #include "core/paths.h"
 #include "eval/csv.h"
 
@@ -222,7 +223,7 @@ void read_rows(const DatasetSpec& spec, const std::string& path, const std::stri
     try {
       out.document = json::parse(text);
     } catch (const json::parse_error& e) {
-      fail(what, ": ", path, " is not valid JSON: ", e.what());
+      fail(what, ": ", path, " is not valid JSON: ", json_error_without_content(e));
     }
     const json* list = &out.document;
     if (!spec.list_key.empty()) {
@@ -252,7 +253,7 @@ void read_rows(const DatasetSpec& spec, const std::string& path, const std::stri
       try {
         out.jsonl_rows.push_back(json::parse(line));
       } catch (const json::parse_error& e) {
-        fail(what, ": ", path, " line ", line_no, " is not valid JSON: ", e.what());
+        fail(what, ": ", path, " line ", line_no, " is not valid JSON: ", json_error_without_content(e));
       }
       SAFEDEC_CHECK(out.jsonl_rows.back().is_object(), what, ": ", path, " line ", line_no,
                     " is not a JSON object.");

@@ -137,6 +137,7 @@ RunDirectory RunDirectory::open(const std::string& path, const YAML::Node& resol
                 rd.path_, " exists but is not a directory.");
   fs::create_directories(rd.path_, ec);
   SAFEDEC_CHECK(!ec, "cannot create the run directory ", rd.path_, ": ", ec.message(), ".");
+  rd.lock_ = RunDirLock::acquire(rd.path_);
 
   const std::string config_text = canonical_yaml(resolved_config);
   if (file_exists(rd.config_path())) {

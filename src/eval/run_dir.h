@@ -5,9 +5,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include "core/files.h"
+#include "core/run_lock.h"
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -47,6 +49,8 @@ class RunDirectory {
   //  - different resolved config: refused unless force, and the message names the first
   //    differing line;
   //  - force: removes the run files first, then starts fresh.
+  // Before reading or writing anything it takes the directory's advisory lock (RunDirLock): a
+  // second process opening the same directory is refused, naming the holder's pid.
   static RunDirectory open(const std::string& path, const YAML::Node& resolved_config,
                            const RunDirOptions& options = {});
 
@@ -65,6 +69,7 @@ class RunDirectory {
  private:
   std::string path_;
   bool resumed_ = false;
+  std::shared_ptr<RunDirLock> lock_;  // held while any copy of this object lives (src/core/run_lock.h)
 };
 
 }  // namespace safedec

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -395,6 +396,47 @@ void GgufFile::parse(const uint8_t* data, size_t size) {
            avail, " bytes).");
     t.data = data + data_start + t.offset;
   }
+  check_tensor_layout(size - data_start);
+}
+
+// Tensor data ranges must tile the data section the way every GGUF writer lays them out (and
+// llama.cpp requires): in some order, each range starts where the previous one ended, rounded up to
+// the alignment. So two tensors never share bytes, and a tensor whose type or shape was changed
+// (F32 -> F16 halves its byte size) leaves a gap that is not padding and is refused, instead of
+// being read as the wrong bytes. After the last range only padding may follow.
+void GgufFile::check_tensor_layout(uint64_t data_bytes) const {
+  if (tensors_.empty()) return;
+  std::vector<const GgufTensorInfo*> order;
+  order.reserve(tensors_.size());
+  for (const auto& t : tensors_) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  auto padded = [&](uint64_t end) { return (end + alignment_ - 1) / alignment_ * alignment_; };
+  auto range = [](const GgufTensorInfo& t) {
+    return std::string(ggml_type_name(t.type)) + ", bytes [" + std::to_string(t.offset) + ", " +
+           std::to_string(t.offset + t.nbytes) + ")";
+  };
+  if (order.front()->offset != 0)
+    fail("GGUF file '", path_, "' is corrupt: the tensor data section starts with ", order.front()->offset,
+         " bytes that belong to no tensor (first tensor '", order.front()->name, "', ", range(*order.front()),
+         "); a tensor's type or shape does not match its data.");
+  for (size_t i = 0; i + 1 < order.size(); ++i) {
+    const GgufTensorInfo& a = *order[i];
+    const GgufTensorInfo& b = *order[i + 1];
+    const uint64_t end = a.offset + a.nbytes;
+    if (end > b.offset)
+      fail("GGUF file '", path_, "' is corrupt: the data of tensors '", a.name, "' (", range(a), ") and '", b.name,
+           "' (", range(b), ") overlap.");
+    if (padded(end) != b.offset)
+      fail("GGUF file '", path_, "' is corrupt: tensor '", a.name, "' (", range(a), ") ends ", b.offset - end,
+           " bytes before the next tensor '", b.name, "' starts; its type or shape does not match its data (",
+           "a type id changed, e.g. F32 -> F16, changes the byte size).");
+  }
+  const GgufTensorInfo& last = *order.back();
+  const uint64_t end = last.offset + last.nbytes;
+  if (data_bytes - end >= alignment_)
+    fail("GGUF file '", path_, "' is corrupt: ", data_bytes - end, " bytes follow the last tensor '", last.name,
+         "' (", range(last), "), more than the alignment padding; its type or shape does not match its data.");
 }
 
 const GgufValue& GgufFile::get(const std::string& key) const {

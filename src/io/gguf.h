@@ -111,6 +111,7 @@ class GgufFile {
  private:
   GgufFile() = default;
   void parse(const uint8_t* data, size_t size);
+  void check_tensor_layout(uint64_t data_bytes) const;  // overlaps and byte sizes (gguf.cpp)
   std::string path_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

@@ -339,9 +339,77 @@ void ModelConfig::validate(const std::string& source) const {
                 ": layer_types lists ", sliding_layers.size(), " layers but the model has ", n_layers, ".");
   SAFEDEC_CHECK(query_pre_attn_scalar >= 0 && final_logit_softcapping >= 0 && attn_logit_softcapping >= 0, source,
                 ": query_pre_attn_scalar and the soft-capping values must not be negative.");
+  // Sane upper limits, far above any released model, so that a corrupt or hostile size is refused
+  // before anything is sized from it (the loaders then check every size against the tensors).
+  auto at_most = [&](int64_t v, int64_t cap, const char* what) {
+    SAFEDEC_CHECK(v <= cap, source, ": ", what, " is ", v, ", above safedec's limit of ", cap,
+                  "; the metadata is corrupt (no released model comes close).");
+  };
+  at_most(n_layers, kMaxLayers, "the number of layers");
+  at_most(hidden_size, kMaxHiddenSize, "the hidden size");
+  at_most(intermediate_size, kMaxIntermediateSize, "the feed-forward size");
+  at_most(n_heads, kMaxHeads, "the number of attention heads");
+  at_most(head_dim, kMaxHeadDim, "the head dimension");
+  at_most(vocab_size, kMaxVocabSize, "the vocabulary size");
+  at_most(context_length, kMaxContextLength, "the context length");
+  at_most(sliding_window, kMaxContextLength, "the sliding window");
 }
 
 ModelConfig model_config_from_gguf(const GgufFile& file) { return from_gguf(file); }
+
+void check_gguf_tensor_shapes(const ModelConfig& c, const GgufFile& f) {
+  const std::string src = "GGUF file '" + f.path() + "'";
+  c.validate(src);  // bounded sizes first: the products below cannot overflow
+  const int64_t d = c.hidden_size, H = c.n_heads, Hkv = c.n_kv_heads, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t hd = c.head_dim > 0 ? c.head_dim : d / H;
+  auto expect = [&](const std::string& name, std::vector<int64_t> shape, bool required) {
+    const GgufTensorInfo* t = f.find_tensor(name);
+    if (!t) {
+      if (required) fail(src, " has no tensor '", name, "' (needed by the ", c.architecture, " architecture).");
+      return;
+    }
+    const std::vector<int64_t> ts = t->torch_shape();
+    int64_t n = 1;
+    for (int64_t s : shape) n *= s;
+    auto show = [](const std::vector<int64_t>& v) {
+      std::string s = "[";
+      for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+      return s + "]";
+    };
+    // GGUF may drop trailing unit dims; compare element counts and row length (as the loader does).
+    if (ts.empty() || t->n_elements() != n || ts.back() != shape.back())
+      fail(src, ": tensor '", name, "' has shape ", show(ts), " but the metadata implies ", show(shape),
+           "; the metadata (sizes, head counts, vocabulary) and the tensors disagree.");
+  };
+  expect("token_embd.weight", {V, d}, true);
+  expect("output.weight", {V, d}, false);
+  expect("output_norm.weight", {d}, true);
+  expect("rope_freqs.weight", {hd / 2}, false);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    expect(p + "attn_norm.weight", {d}, true);
+    expect(p + "attn_q.weight", {H * hd, d}, true);
+    expect(p + "attn_k.weight", {Hkv * hd, d}, true);
+    expect(p + "attn_v.weight", {Hkv * hd, d}, true);
+    expect(p + "attn_q.bias", {H * hd}, false);
+    expect(p + "attn_k.bias", {Hkv * hd}, false);
+    expect(p + "attn_v.bias", {Hkv * hd}, false);
+    expect(p + "attn_output.weight", {d, H * hd}, true);
+    expect(p + "ffn_norm.weight", {d}, true);
+    expect(p + "ffn_gate.weight", {I, d}, true);
+    expect(p + "ffn_up.weight", {I, d}, true);
+    expect(p + "ffn_down.weight", {d, I}, true);
+    if (c.architecture == "gemma3") {
+      expect(p + "attn_q_norm.weight", {hd}, true);
+      expect(p + "attn_k_norm.weight", {hd}, true);
+      expect(p + "post_attention_norm.weight", {d}, true);
+      expect(p + "post_ffw_norm.weight", {d}, true);
+    }
+  }
+  SAFEDEC_CHECK(!f.find_tensor("blk." + std::to_string(c.n_layers) + ".attn_norm.weight"), src,
+                " holds tensors of layer ", c.n_layers, " but its metadata '", c.architecture, ".block_count' says ",
+                c.n_layers, " layers; the metadata and the tensors disagree.");
+}
 
 ModelConfig model_config_from_hf_json_text(const std::string& json_text, const std::string& source) {
   json root;

@@ -66,10 +66,24 @@ struct ModelConfig {
   void validate(const std::string& source) const;  // throws safedec::Error naming the source
 };
 
+// Upper limits ModelConfig::validate enforces (far above any released model).
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHiddenSize = 1 << 17;
+constexpr int64_t kMaxIntermediateSize = 1 << 20;
+constexpr int64_t kMaxHeads = 1024;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxVocabSize = 1 << 24;
+constexpr int64_t kMaxContextLength = int64_t{1} << 26;
+
 // Architectures ModelConfig can describe (values of `architecture`).
 const std::vector<std::string>& supported_architectures();
 
 ModelConfig model_config_from_gguf(const GgufFile& file);
+// Checks every size of `config` (from model_config_from_gguf) against the shapes of the tensors in
+// `file` that a loader will read (llama.cpp names: token_embd, blk.N.attn_q, ...), and that the
+// file holds exactly config.n_layers layers. Throws safedec::Error naming the tensor. Loaders call
+// it before they allocate anything sized from the metadata.
+void check_gguf_tensor_shapes(const ModelConfig& config, const GgufFile& file);
 ModelConfig model_config_from_hf_json(const std::string& config_json_path);
 // The same from the JSON text itself; `source` names it in error messages.
 ModelConfig model_config_from_hf_json_text(const std::string& json_text, const std::string& source);

@@ -6,6 +6,7 @@
 // Gemma norms: llama.cpp already stores 1 + w (ggml's plain RMSNorm), the effective multiplier we keep.
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "io/gguf.h"
@@ -21,18 +22,31 @@ class GgufLoader {
  public:
   GgufLoader(const GgufFile& file, const LoadOptions& options) : file_(file), options_(options) {}
 
-  // Dequantises tensor `name` (whose torch shape must be `shape`) into dst rows [row0, row0 + rows).
-  void into(const std::string& name, torch::Tensor& dst, int64_t row0, const std::vector<int64_t>& shape) {
+  // The tensor `name`, checked against the shape the metadata implies. Nothing is allocated here:
+  // every caller checks before it allocates, so a size in the metadata that disagrees with the
+  // tensors is refused before any memory is taken.
+  const GgufTensorInfo& check(const std::string& name, const std::vector<int64_t>& shape) const {
     const GgufTensorInfo* info = file_.find_tensor(name);
     SAFEDEC_CHECK(info, "GGUF file '", file_.path(), "' has no tensor '", name, "' (needed by the ",
                   file_.architecture(), " architecture).");
     auto ts = info->torch_shape();
     // GGUF may drop trailing unit dims; compare element counts and row length.
     int64_t n = 1;
-    for (auto s : shape) n *= s;
-    SAFEDEC_CHECK(info->n_elements() == n && ts.back() == shape.back(), "GGUF tensor '", name, "' in '", file_.path(),
-                  "' has shape ", torch::IntArrayRef(ts), " but the model config needs ", torch::IntArrayRef(shape),
-                  ".");
+    bool fits = !shape.empty();
+    for (auto s : shape) {
+      fits = fits && s >= 0 && (s == 0 || n <= std::numeric_limits<int64_t>::max() / s);
+      if (fits) n *= s;
+    }
+    SAFEDEC_CHECK(fits && !ts.empty() && info->n_elements() == n && ts.back() == shape.back(), "GGUF tensor '", name,
+                  "' in '", file_.path(), "' has shape ", torch::IntArrayRef(ts), " but the model metadata implies ",
+                  torch::IntArrayRef(shape), "; the metadata (sizes, head counts, vocabulary) and the tensors disagree.");
+    return *info;
+  }
+
+  // Dequantises tensor `name` (whose torch shape must be `shape`) into dst rows [row0, row0 + rows).
+  void into(const std::string& name, torch::Tensor& dst, int64_t row0, const std::vector<int64_t>& shape) {
+    const GgufTensorInfo* info = &check(name, shape);
+    const int64_t n = info->n_elements();
     SAFEDEC_ASSERT(dst.is_contiguous() && dst.scalar_type() == torch::kFloat32);
     const int64_t row_len = dst.dim() == 1 ? 1 : dst.size(1);
     float* out = dst.data_ptr<float>() + row0 * row_len;
@@ -49,6 +63,7 @@ class GgufLoader {
   }
 
   torch::Tensor load(const std::string& name, std::vector<int64_t> shape) {
+    check(name, shape);
     auto t = torch::empty(shape, torch::kFloat32);
     into(name, t, 0, shape);
     return t;
@@ -98,6 +113,7 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
   SAFEDEC_CHECK(arch == "llama" || arch == "qwen2" || arch == "gemma3", "GGUF file '", path, "' has architecture '",
                 arch, "'; safedec's CausalLM supports llama, qwen2 and gemma3.");
   if (cfg.head_dim <= 0) cfg.head_dim = cfg.hidden_size / cfg.n_heads;
+  check_gguf_tensor_shapes(cfg, *file);  // every metadata size against the tensors, before any allocation
   if (options.max_layers > 0) {
     SAFEDEC_CHECK(options.max_layers <= cfg.n_layers, "LoadOptions.max_layers = ", options.max_layers,
                   " exceeds the ", cfg.n_layers, " layers of '", path, "'.");
@@ -114,6 +130,13 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
   w.embed = ld.load("token_embd.weight", {V, d});
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
+    // Every matrix of the layer against the metadata, before anything of it is allocated (the
+    // quantized path keeps the blocks as they are and would not notice a wrong row count).
+    for (const auto& [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
+             {"attn_q.weight", {H * hd, d}}, {"attn_k.weight", {Hkv * hd, d}}, {"attn_v.weight", {Hkv * hd, d}},
+             {"attn_output.weight", {d, H * hd}}, {"ffn_gate.weight", {I, d}}, {"ffn_up.weight", {I, d}},
+             {"ffn_down.weight", {d, I}}})
+      ld.check(p + name, shape);
     auto L = std::make_shared<LayerWeights>();
     L->attn_norm = ld.load(p + "attn_norm.weight", {d});
     L->q_wqkv = ld.quantized({p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"}, d,
@@ -129,6 +152,9 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
       }
     }
     if (ld.has(p + "attn_q.bias")) {
+      ld.check(p + "attn_q.bias", {H * hd});
+      ld.check(p + "attn_k.bias", {Hkv * hd});
+      ld.check(p + "attn_v.bias", {Hkv * hd});
       L->bqkv = torch::empty({qkv}, torch::kFloat32);
       ld.into(p + "attn_q.bias", L->bqkv, 0, {H * hd});
       ld.into(p + "attn_k.bias", L->bqkv, H * hd, {Hkv * hd});
@@ -161,6 +187,7 @@ std::shared_ptr<CausalLM> CausalLM::load_gguf(const std::string& path, const Loa
   w.final_norm = ld.load("output_norm.weight", {d});
   if (ld.has("rope_freqs.weight")) w.rope_freqs = ld.load("rope_freqs.weight", {hd / 2});
   if (ld.has("output.weight")) {
+    ld.check("output.weight", {V, d});
     w.q_lm_head = ld.quantized({"output.weight"}, d);
     if (!w.q_lm_head) w.lm_head = ld.load("output.weight", {V, d});
     cfg.tie_word_embeddings = false;

@@ -22,12 +22,20 @@ class HfLoader {
 
   bool has(const std::string& name) const { return ckpt_.find(prefix_ + name) != nullptr; }
 
-  void into(const std::string& short_name, torch::Tensor& dst, int64_t row0, const std::vector<int64_t>& shape) {
+  // The tensor, checked against the shape config.json implies; callers check before they allocate.
+  const SafetensorsTensor& check(const std::string& short_name, const std::vector<int64_t>& shape) const {
     const std::string name = prefix_ + short_name;
     const SafetensorsTensor* t = ckpt_.find(name);
     SAFEDEC_CHECK(t, "Checkpoint '", ckpt_.path(), "' has no tensor '", name, "'.");
     SAFEDEC_CHECK(t->shape == shape, "Tensor '", name, "' in '", ckpt_.path(), "' has shape ",
-                  torch::IntArrayRef(t->shape), " but the config needs ", torch::IntArrayRef(shape), ".");
+                  torch::IntArrayRef(t->shape), " but config.json implies ", torch::IntArrayRef(shape),
+                  "; the config (sizes, head counts, vocab_size) and the tensors disagree.");
+    return *t;
+  }
+
+  void into(const std::string& short_name, torch::Tensor& dst, int64_t row0, const std::vector<int64_t>& shape) {
+    const std::string name = prefix_ + short_name;
+    const SafetensorsTensor* t = &check(short_name, shape);
     const int64_t row_len = dst.dim() == 1 ? 1 : dst.size(1);
     float* out = dst.data_ptr<float>() + row0 * row_len;
     SAFEDEC_ASSERT(row0 * row_len + t->numel() <= dst.numel(), "tensor ", name, " overflows its destination");
@@ -43,6 +51,7 @@ class HfLoader {
   }
 
   torch::Tensor load(const std::string& name, std::vector<int64_t> shape) {
+    check(name, shape);
     auto t = torch::empty(shape, torch::kFloat32);
     into(name, t, 0, shape);
     return t;
@@ -95,17 +104,25 @@ std::shared_ptr<CausalLM> CausalLM::load_hf(const std::string& dir, const LoadOp
     const std::string p = "layers." + std::to_string(l) + ".";
     auto L = std::make_shared<LayerWeights>();
     L->attn_norm = norm(p + "input_layernorm.weight", d);
+    ld.check(p + "self_attn.q_proj.weight", {H * hd, d});
+    ld.check(p + "self_attn.k_proj.weight", {Hkv * hd, d});
+    ld.check(p + "self_attn.v_proj.weight", {Hkv * hd, d});
     L->wqkv = torch::empty({qkv, d}, torch::kFloat32);
     ld.into(p + "self_attn.q_proj.weight", L->wqkv, 0, {H * hd, d});
     ld.into(p + "self_attn.k_proj.weight", L->wqkv, H * hd, {Hkv * hd, d});
     ld.into(p + "self_attn.v_proj.weight", L->wqkv, (H + Hkv) * hd, {Hkv * hd, d});
     if (ld.has(p + "self_attn.q_proj.bias")) {
+      ld.check(p + "self_attn.q_proj.bias", {H * hd});
+      ld.check(p + "self_attn.k_proj.bias", {Hkv * hd});
+      ld.check(p + "self_attn.v_proj.bias", {Hkv * hd});
       L->bqkv = torch::empty({qkv}, torch::kFloat32);
       ld.into(p + "self_attn.q_proj.bias", L->bqkv, 0, {H * hd});
       ld.into(p + "self_attn.k_proj.bias", L->bqkv, H * hd, {Hkv * hd});
       ld.into(p + "self_attn.v_proj.bias", L->bqkv, (H + Hkv) * hd, {Hkv * hd});
     }
     L->wo = ld.load(p + "self_attn.o_proj.weight", {d, H * hd});
+    ld.check(p + "mlp.gate_proj.weight", {I, d});
+    ld.check(p + "mlp.up_proj.weight", {I, d});
     L->w_gate_up = torch::empty({2 * I, d}, torch::kFloat32);
     ld.into(p + "mlp.gate_proj.weight", L->w_gate_up, 0, {I, d});
     ld.into(p + "mlp.up_proj.weight", L->w_gate_up, I, {I, d});

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -104,6 +106,18 @@ int32_t gguf_id(const GgufFile& f, const std::string& key, size_t n) {
   return static_cast<int32_t>(id);
 }
 
+// The same for ids the runtime cannot do without (bos, eos): present but outside the vocabulary is
+// a corrupt file, refused naming the key, rather than silently treated as absent (which would stop
+// generation from ever seeing its end token).
+int32_t required_gguf_id(const GgufFile& f, const std::string& key, size_t n) {
+  if (!f.has(key)) return -1;
+  const int64_t id = f.get_int(key, -1);  // a non-integer value is refused there, naming the key
+  SAFEDEC_CHECK(id >= 0 && id < static_cast<int64_t>(n), "GGUF file '", f.path(), "': metadata key '", key, "' is ",
+                id, ", outside the vocabulary of ", n, " tokens (ids 0..", static_cast<int64_t>(n) - 1,
+                "); the file is corrupt.");
+  return static_cast<int32_t>(id);
+}
+
 bool all_in_byte_alphabet(const std::string& s) {
   std::string tmp;
   return unicode::byte_level_to_bytes(s, &tmp);
@@ -130,8 +144,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const GgufFile& f) {
   std::vector<int64_t> types(n, kTokenNormal);
   if (f.has("tokenizer.ggml.token_type"))
     types = gguf_numbers<int64_t>(f, "tokenizer.ggml.token_type", n, [](const GgufValue& v) { return v.as_int(); });
-  spec.bos_id = gguf_id(f, "tokenizer.ggml.bos_token_id", n);
-  spec.eos_id = gguf_id(f, "tokenizer.ggml.eos_token_id", n);
+  spec.bos_id = required_gguf_id(f, "tokenizer.ggml.bos_token_id", n);
+  spec.eos_id = required_gguf_id(f, "tokenizer.ggml.eos_token_id", n);
   spec.pad_id = gguf_id(f, "tokenizer.ggml.padding_token_id", n);
   spec.unk_id = gguf_id(f, "tokenizer.ggml.unknown_token_id", n);
   for (const char* k : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
@@ -441,6 +455,10 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
          "tokenizer.json, a tokenizer.model or a Hugging Face model directory.");
   }
   SAFEDEC_CHECK(is_file(path), "Tokenizer path '", path, "' does not exist or is not readable.");
+  {
+    std::ifstream probe(path, std::ios::binary);
+    SAFEDEC_CHECK(probe.good(), "Cannot read '", path, "': ", std::strerror(errno), ".");
+  }
   if (has_gguf_magic(path)) {
     auto gguf = GgufFile::open(path);
     return load_tokenizer(*gguf);

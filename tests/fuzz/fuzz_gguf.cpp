@@ -1,10 +1,14 @@
 // Fuzz target: GGUF bytes -> GgufFile::open_memory, then every accessor a loader would use
-// (metadata getters, ModelConfig, dequantisation of every tensor).
+// (metadata getters, ModelConfig, the loader's size checks against the tensors
+// (check_gguf_tensor_shapes), dequantisation of every tensor). Seeds include a complete tiny llama
+// model and the malformed corpus of tests/unit/io/malformed_gguf.h, so mutations start where the
+// size, overlap and byte-size checks are.
 #include <algorithm>
 
 #include "core/error.h"
 #include "fuzz_driver.h"
 #include "gguf_builder.h"
+#include "malformed_gguf.h"
 #include "io/gguf.h"
 #include "io/half.h"
 #include "io/model_config.h"
@@ -22,7 +26,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       try { (void)f->get_string(kv.first, ""); } catch (const Error&) {}
       try { (void)f->get_bool(kv.first, false); } catch (const Error&) {}
     }
-    try { (void)model_config_from_gguf(*f); } catch (const Error&) {}
+    try {
+      const ModelConfig c = model_config_from_gguf(*f);
+      check_gguf_tensor_shapes(c, *f);  // what CausalLM::load does before its first allocation
+    } catch (const Error&) {
+    }
     for (const auto& t : f->tensors()) {
       (void)t.torch_shape();
       if (f->find_tensor(t.name) != &t) fuzz::unexpected("fuzz_gguf", "find_tensor disagrees with tensors()");
@@ -94,6 +102,10 @@ std::vector<std::vector<uint8_t>> seeds() {
                     .tensor("empty", {0}, 0, {})
                     .build());
   out.push_back(GgufBuilder(3).build());
+  out.push_back(safedec::testing::tiny_llama_gguf());
+  for (const auto& list : {safedec::testing::malformed_gguf_tables(), safedec::testing::malformed_gguf_sizes(),
+                           safedec::testing::malformed_gguf_tokenizer()})
+    for (const auto& m : list) out.push_back(m.bytes);
   return out;
 }
 
@@ -102,7 +114,8 @@ std::vector<std::string> dictionary() {
   auto u64 = [](uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
   return {"GGUF", u32(2), u32(3), u32(9), u32(8), u32(12), u32(14), u32(16), u32(30), u64(0), u64(1), u64(32),
           u64(1ull << 62), "general.alignment", "general.architecture", "llama", "gemma3", "qwen2",
-          "llama.block_count", "token_embd.weight"};
+          "llama.block_count", "token_embd.weight", "llama.feed_forward_length", "llama.vocab_size",
+          "llama.embedding_length", "blk.0.attn_q.weight", u64(1ull << 31), u32(0), u32(1)};
 }
 
 }  // namespace safedec::fuzz

@@ -264,7 +264,9 @@ void SteerConfig::validate(const std::string& where) const {
   if (!enabled) return;
   SAFEDEC_CHECK(!icv.empty(), where, ": steering needs `icv:` (a safetensors file with tensor `icv` [layers, hidden]);",
                 " make one with `safedec icv extract`");
-  SAFEDEC_CHECK(std::isfinite(alpha), where, ": `alpha` must be a finite number, got ", alpha);
+  // alpha < 0 would steer towards the unsafe side of the ICV.
+  SAFEDEC_CHECK(std::isfinite(alpha) && alpha >= 0.0 && alpha <= 100.0, where,
+                ": `alpha` must be in [0, 100] (the steering strength; the code uses 0.12), got ", alpha);
   SAFEDEC_CHECK(form == "code" || form == "paper", where, ": `form` must be one of code, paper; got '", form, "'");
 }
 
@@ -272,6 +274,11 @@ Steering::Steering(const SteerConfig& config, const ModelConfig& model)
     : alpha_(config.alpha), form_(config.form == "paper" ? SteerForm::kPaper : SteerForm::kCode) {
   config.validate("steer");
   icv_ = load_icv(config.icv, model);
+  // load_icv refuses NaN/Inf; a finite but absurd vector (|v| up to 1e30) would still swamp the
+  // hidden state in the paper form, so its entries are bounded too.
+  const double peak = icv_.numel() > 0 ? icv_.abs().max().item<double>() : 0.0;
+  SAFEDEC_CHECK(peak <= 1e6, "the ICV ", config.icv, " has an entry of magnitude ", peak,
+                ", far beyond any hidden-state difference (limit 1e6); the file is corrupt or not an ICV");
   bind();
 }
 

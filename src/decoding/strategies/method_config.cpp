@@ -42,7 +42,9 @@ void check_one_of(const std::string& where, const std::string& key, const std::s
 }  // namespace
 
 void AcdConfig::validate() const {
-  SAFEDEC_CHECK(std::isfinite(alpha), "acd: `alpha` must be finite, got ", alpha);
+  // alpha < 0 would add the adversarial branch instead of subtracting it: the safety contrast reversed.
+  SAFEDEC_CHECK(std::isfinite(alpha) && alpha >= 0.0 && alpha <= 10.0,
+                "acd: `alpha` must be in [0, 10] (l_SP - alpha * l_AP; the paper uses 0.4-0.5), got ", alpha);
   check_one_of("acd", "prompts", prompts, {"manual", "soft"});
   check_one_of("acd", "variant", variant, {"sp_ap", "null_ap", "sp_null"});
   SAFEDEC_CHECK(prompts != "soft" || !soft_prompts.empty(),
@@ -55,9 +57,11 @@ void SafeDecodingConfig::validate() const {
   SAFEDEC_CHECK(expert != "lora" || !adapter.empty(),
                 "safedecoding: `expert: lora` needs `adapter:` (a PEFT directory with adapter_config.json and "
                 "adapter_model.safetensors)");
-  SAFEDEC_CHECK(m >= 1, "safedecoding: `m` (tokens decoded with the expert) must be >= 1, got ", m);
-  SAFEDEC_CHECK(c >= 1, "safedecoding: `c` (candidate count) must be >= 1, got ", c);
-  SAFEDEC_CHECK(std::isfinite(alpha), "safedecoding: `alpha` must be finite, got ", alpha);
+  SAFEDEC_CHECK(m >= 1 && m <= 4096, "safedecoding: `m` (tokens decoded with the expert) must be in 1..4096, got ", m);
+  SAFEDEC_CHECK(c >= 1 && c <= (int64_t{1} << 20), "safedecoding: `c` (candidate count) must be in 1..1048576, got ", c);
+  // alpha < 0 would move away from the expert: the safety contrast reversed.
+  SAFEDEC_CHECK(std::isfinite(alpha) && alpha >= 0.0 && alpha <= 100.0,
+                "safedecoding: `alpha` must be in [0, 100] (p_b + alpha * (p_e - p_b); the reference uses 3), got ", alpha);
 }
 
 void NgsdConfig::validate() const {
@@ -71,17 +75,21 @@ void NgsdConfig::validate() const {
                 "ngsd: `expert: system_prompt` needs a non-empty `expert_system`");
   SAFEDEC_CHECK(expert != "model" || !expert_model.empty(),
                 "ngsd: `expert: model` needs `expert_model:` (a registered model name or a path)");
-  SAFEDEC_CHECK(expert_layers >= 0, "ngsd: `expert_layers` must be >= 0 (0 = a third of the layers), got ",
-                expert_layers);
-  SAFEDEC_CHECK(tau > 1.0, "ngsd: `tau` must be > 1 (the leak factor is 1 - 1/tau), got ", tau);
-  SAFEDEC_CHECK(theta > 0.0, "ngsd: `theta` must be > 0, got ", theta);
+  SAFEDEC_CHECK(expert_layers >= 0 && expert_layers <= 4096,
+                "ngsd: `expert_layers` must be in 0..4096 (0 = a third of the layers), got ", expert_layers);
+  SAFEDEC_CHECK(std::isfinite(tau) && tau > 1.0 && tau <= 1e6,
+                "ngsd: `tau` must be in (1, 1e6] (the leak factor is 1 - 1/tau), got ", tau);
+  SAFEDEC_CHECK(std::isfinite(theta) && theta > 0.0 && theta <= 1e6, "ngsd: `theta` must be in (0, 1e6], got ", theta);
   SAFEDEC_CHECK(reset >= 0.0 && reset <= 1.0, "ngsd: `reset` must be in [0, 1], got ", reset);
-  SAFEDEC_CHECK(top_k >= 1, "ngsd: `top_k` must be >= 1, got ", top_k);
+  SAFEDEC_CHECK(top_k >= 1 && top_k <= (int64_t{1} << 20), "ngsd: `top_k` must be in 1..1048576, got ", top_k);
   check_one_of("ngsd", "risk", risk, {"fixed", "self_reflection", "probe"});
-  SAFEDEC_CHECK(risk != "fixed" || (alpha >= 0.0 && alpha <= 1.0), "ngsd: `alpha` must be in [0, 1], got ", alpha);
+  // Checked whatever `risk` is: a mixing weight outside [0, 1] extrapolates past the expert or away from it.
+  SAFEDEC_CHECK(alpha >= 0.0 && alpha <= 1.0, "ngsd: `alpha` must be in [0, 1] (the weight of the expert in the mix), got ",
+                alpha);
   SAFEDEC_CHECK(risk != "probe" || !probe.empty(),
                 "ngsd: `risk: probe` needs `probe:` (a safetensors file with `weight` [hidden] and `bias` [1])");
-  SAFEDEC_CHECK(reflection_max_tokens >= 1, "ngsd: `reflection_max_tokens` must be >= 1");
+  SAFEDEC_CHECK(reflection_max_tokens >= 1 && reflection_max_tokens <= 4096,
+                "ngsd: `reflection_max_tokens` must be in 1..4096, got ", reflection_max_tokens);
   steer.validate("ngsd.steer");
 }
 
@@ -108,14 +116,7 @@ MethodConfig load_method_config(const std::string& method, const std::string& fi
     if (file_exists(def)) path = def;
   }
   if (path.empty()) return parse_method_config(method, YAML::Node(), "");
-  SAFEDEC_CHECK(file_exists(path), "the method config file ", path, " does not exist");
-  YAML::Node node;
-  try {
-    node = YAML::LoadFile(path);
-  } catch (const YAML::Exception& e) {
-    fail("cannot parse the method config ", path, ": ", e.what());
-  }
-  return parse_method_config(method, node, path);
+  return parse_method_config(method, load_yaml_file(path, "the method config file"), path);
 }
 
 std::string MethodConfig::dump() const {
