@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "decoding/model_bundle.h"
 #include "decoding/plain_strategy.h"
@@ -417,17 +418,18 @@ Runner add_bench(CLI::App& app) {
   add_bench_train(bench);  // src/cli/bench_train.cpp
   auto* gen = bench->add_subcommand("generate", "Prefill/decode throughput of the runtime (forced lengths)");
   gen->add_option("--model", a->model, "Registered model name or GGUF path")->capture_default_str();
-  gen->add_option("--batch", a->batch, "Sequences per batch")->capture_default_str();
-  gen->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length in tokens")->capture_default_str();
-  gen->add_option("--new-tokens", a->new_tokens, "Generated tokens per sequence")->capture_default_str();
-  gen->add_option("--repeats", a->repeats, "Timed runs (the median is reported)")->capture_default_str();
-  gen->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_int_flag(gen, "--batch", a->batch, 1, kMaxBatchFlag, "Sequences per batch")->capture_default_str();
+  add_int_flag(gen, "--prompt-tokens", a->prompt_tokens, 1, kMaxNewTokensFlag, "Prompt length in tokens")->capture_default_str();
+  add_int_flag(gen, "--new-tokens", a->new_tokens, 1, kMaxNewTokensFlag, "Generated tokens per sequence")
+      ->capture_default_str();
+  add_int_flag(gen, "--repeats", a->repeats, 1, 1000, "Timed runs (the median is reported)")->capture_default_str();
+  add_threads_flag(gen, a->threads);
   gen->add_flag("--json", a->json, "One JSON object on one line");
   gen->add_option("--weights", a->weights, "config (the model's configs/models entry), fp32 or quantized")
       ->capture_default_str();
   auto* bw = bench->add_subcommand("bandwidth", "Memory-copy bandwidth and the decode bandwidth floor of a model");
   bw->add_option("--model", a->model, "Registered model name or GGUF path")->capture_default_str();
-  bw->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_threads_flag(bw, a->threads);
   bw->add_flag("--json", a->json, "One JSON object on one line");
   bw->add_option("--weights", a->weights, "config (the model's configs/models entry), fp32 or quantized")
       ->capture_default_str();
@@ -436,17 +438,19 @@ Runner add_bench(CLI::App& app) {
   meth->add_option("--model", m->model, "Registered model name or GGUF path")->capture_default_str();
   meth->add_option("--methods", m->methods, "Comma-separated methods (configs/methods/<name>.yaml)")
       ->capture_default_str();
-  meth->add_option("--batch", m->batch, "Sequences per batch")->capture_default_str();
-  meth->add_option("--prompt-tokens", m->prompt_tokens, "User-text length in tokens (benign filler prompts)")
+  add_int_flag(meth, "--batch", m->batch, 1, kMaxBatchFlag, "Sequences per batch")->capture_default_str();
+  add_int_flag(meth, "--prompt-tokens", m->prompt_tokens, 1, kMaxNewTokensFlag,
+               "User-text length in tokens (benign filler prompts)")
       ->capture_default_str();
   meth->add_option("--dataset", m->dataset,
                    "Time on the first --batch prompts of this evaluation set's seeded sample instead of filler "
                    "(configs/datasets; prompts are never printed)");
-  meth->add_option("--new-tokens", m->new_tokens, "Generated tokens per sequence")->capture_default_str();
-  meth->add_option("--repeats", m->repeats, "Timed runs (the median is reported)")->capture_default_str();
-  meth->add_option("--threads", m->threads, "CPU threads (default: all cores)");
+  add_int_flag(meth, "--new-tokens", m->new_tokens, 1, kMaxNewTokensFlag, "Generated tokens per sequence")
+      ->capture_default_str();
+  add_int_flag(meth, "--repeats", m->repeats, 1, 1000, "Timed runs (the median is reported)")->capture_default_str();
+  add_threads_flag(meth, m->threads);
   meth->add_flag("--json", m->json, "One JSON list on one line");
-  meth->add_option("--reference-repeats", m->reference_repeats, "Timed runs of the slow no-KV-cache references")
+  add_int_flag(meth, "--reference-repeats", m->reference_repeats, 1, 1000, "Timed runs of the slow no-KV-cache references")
       ->capture_default_str();
   meth->add_option("--prefix-cache", m->prefix_cache,
                    "on: system turns computed once per run (PrefixKvStore); off: whole prompts every batch; "

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "core/files.h"
 #include "core/model_registry.h"
@@ -258,8 +259,9 @@ json run_mode_in_child(const BenchTrainArgs& a, const std::string& mode) {
   std::ostringstream cmd;
   cmd.precision(17);
   cmd << shell_quote(exe) << " bench train --json --mode " << mode << " --model " << shell_quote(a.model) << " --batch "
-      << a.batch << " --seq-len " << a.seq_len << " --steps " << a.steps << " --warmup " << a.warmup << " --threads "
-      << a.threads << " --lora-r " << a.lora_r << " --lora-alpha " << a.lora_alpha << " --lora-dropout "
+      << a.batch << " --seq-len " << a.seq_len << " --steps " << a.steps << " --warmup " << a.warmup
+      << (a.threads > 0 ? " --threads " + std::to_string(a.threads) : std::string()) << " --lora-r " << a.lora_r
+      << " --lora-alpha " << a.lora_alpha << " --lora-dropout "
       << a.lora_dropout << " --lora-targets " << shell_quote(a.lora_targets) << " --lr " << a.lr
       << " --weight-decay " << a.weight_decay << " --clip-grad-norm " << a.clip_grad_norm << " --seed " << a.seed
       << (a.activation_checkpointing ? " --activation-checkpointing" : "");
@@ -328,33 +330,25 @@ void add_bench_train(CLI::App* bench) {
   cmd->add_option("--mode", a->mode, "full, lora, or both (each mode in its own process)")
       ->check(CLI::IsMember({"full", "lora", "both"}))
       ->capture_default_str();
-  cmd->add_option("--batch", a->batch, "Sequences per optimiser step")->check(CLI::Range(1, 1024))->capture_default_str();
-  cmd->add_option("--seq-len", a->seq_len, "Tokens of the longest row (rows are right-padded to it)")
-      ->check(CLI::Range(2, 32768))
+  add_int_flag(cmd, "--batch", a->batch, 1, 1024, "Sequences per optimiser step")->capture_default_str();
+  add_int_flag(cmd, "--seq-len", a->seq_len, 2, 32768, "Tokens of the longest row (rows are right-padded to it)")
       ->capture_default_str();
-  cmd->add_option("--steps", a->steps, "Timed optimiser steps")->check(CLI::Range(1, 100000))->capture_default_str();
-  cmd->add_option("--warmup", a->warmup, "Untimed steps first")->check(CLI::Range(0, 1000))->capture_default_str();
-  cmd->add_option("--threads", a->threads, "CPU threads (0 = LibTorch's default: all cores)")
-      ->check(CLI::Range(0, 1024))
-      ->capture_default_str();
-  cmd->add_option("--lora-r", a->lora_r, "LoRA rank")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("--lora-alpha", a->lora_alpha, "LoRA alpha (scale alpha / r)")
-      ->check(CLI::Range(1e-6, 1e6))
-      ->capture_default_str();
-  cmd->add_option("--lora-dropout", a->lora_dropout, "LoRA input dropout")->check(CLI::Range(0.0, 0.99))
-      ->capture_default_str();
+  add_int_flag(cmd, "--steps", a->steps, 1, 100000, "Timed optimiser steps")->capture_default_str();
+  add_int_flag(cmd, "--warmup", a->warmup, 0, 1000, "Untimed steps first")->capture_default_str();
+  add_threads_flag(cmd, a->threads, "CPU threads (default: LibTorch's, all cores)");
+  add_int_flag(cmd, "--lora-r", a->lora_r, 1, 4096, "LoRA rank")->capture_default_str();
+  add_real_flag(cmd, "--lora-alpha", a->lora_alpha, 1e-6, 1e6, "LoRA alpha (scale alpha / r)")->capture_default_str();
+  add_real_flag(cmd, "--lora-dropout", a->lora_dropout, 0.0, 0.99, "LoRA input dropout")->capture_default_str();
   cmd->add_option("--lora-targets", a->lora_targets, "Comma-separated HF linear names (q_proj,...,down_proj,lm_head)")
       ->capture_default_str();
   cmd->add_flag("--activation-checkpointing", a->activation_checkpointing,
                 "Recompute each layer in the backward pass (memory for time)");
-  cmd->add_option("--lr", a->lr, "AdamW learning rate")->check(CLI::Range(1e-12, 0.999))->capture_default_str();
-  cmd->add_option("--weight-decay", a->weight_decay, "AdamW weight decay (not on norms and biases)")
-      ->check(CLI::Range(0.0, 0.999))
+  add_real_flag(cmd, "--lr", a->lr, 1e-12, 0.999, "AdamW learning rate")->capture_default_str();
+  add_real_flag(cmd, "--weight-decay", a->weight_decay, 0.0, 0.999, "AdamW weight decay (not on norms and biases)")
       ->capture_default_str();
-  cmd->add_option("--clip-grad-norm", a->clip_grad_norm, "Global gradient-norm clip (0 = off)")
-      ->check(CLI::Range(0.0, 1e6))
+  add_real_flag(cmd, "--clip-grad-norm", a->clip_grad_norm, 0.0, 1e6, "Global gradient-norm clip (0 = off)")
       ->capture_default_str();
-  cmd->add_option("--seed", a->seed, "Seed of the synthetic tokens and the LoRA initialisation")->capture_default_str();
+  add_seed_flag(cmd, a->seed, "Seed of the synthetic tokens and the LoRA initialisation")->capture_default_str();
   cmd->add_flag("--json", a->json, "One JSON object per mode, one per line");
   cmd->callback([a] {
     int code = 0;

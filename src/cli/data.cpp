@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "core/paths.h"
 #include "train/data_builders.h"
@@ -81,10 +82,11 @@ Runner add_data(CLI::App& app) {
   auto* build = data->add_subcommand("build", "Run a data builder config (configs/data/*.yaml)");
   build->add_option("--config", a->config, "Builder config YAML (e.g. configs/data/deep_alignment.yaml)")->required();
   build->add_option("--out", a->out, "Output directory (default .cache/data/<config name>/ in the source tree)");
-  build->add_option("--limit", a->limit, "Cap every source at N rows (0 = as configured; part of the resolved config)");
+  add_int_flag(build, "--limit", a->limit, 0, kMaxCountFlag,
+               "Cap every source at N rows (0 = as configured; part of the resolved config)");
   build->add_flag("--resume", a->resume, "Continue an interrupted build with the same resolved config");
   build->add_flag("--force", a->force, "Start over in a directory that holds another build");
-  build->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_threads_flag(build, a->threads);
   build->add_flag("--json", a->json, "Print the summary as one JSON object");
   return [a, build] {
     if (!build->parsed()) return 2;

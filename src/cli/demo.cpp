@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "decoding/model_bundle.h"
 #include "decoding/plain_strategy.h"
 
@@ -48,7 +49,7 @@ Runner add_demo(CLI::App& app) {
   auto a = std::make_shared<DemoArgs>();
   auto* cmd = app.add_subcommand("demo", "Answer a few benign questions with the default model (the main job)");
   cmd->add_option("--model", a->model, "Registered model name or GGUF path")->capture_default_str();
-  cmd->add_option("--max-new-tokens", a->max_new_tokens, "Tokens per answer")->capture_default_str();
+  add_int_flag(cmd, "--max-new-tokens", a->max_new_tokens, 1, kMaxNewTokensFlag, "Tokens per answer")->capture_default_str();
   return [a] { return run_demo(*a); };
 }
 

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "core/paths.h"
 #include "decoding/model_bundle.h"
@@ -72,12 +73,12 @@ Runner add_icv(CLI::App& app) {
   ex->add_option("--pairs", a->pairs, "JSONL of {question, unsafe, safe} (default data/icv_pairs.jsonl)");
   ex->add_option("--out", a->out, "Output artifact directory (icv.safetensors + manifest.json)")->required();
   ex->add_flag("--force", a->force, "Replace an existing artifact directory");
-  ex->add_option("--last-tokens", a->last_tokens, "Average over this many final positions")->capture_default_str();
+  add_int_flag(ex, "--last-tokens", a->last_tokens, 1, 4096, "Average over this many final positions")->capture_default_str();
   ex->add_flag("--last-token", a->last_token, "Use the last position only (the paper's reading)");
-  ex->add_option("--limit", a->limit, "Use only the first N pairs (0 = all)")->capture_default_str();
+  add_int_flag(ex, "--limit", a->limit, 0, kMaxCountFlag, "Use only the first N pairs (0 = all)")->capture_default_str();
   ex->add_option("--hdr", a->hdr, "Harm-vector artifact applied to the model first (HDR)");
-  ex->add_option("--hdr-lambda", a->hdr_lambda, "HDR strength lambda")->capture_default_str();
-  ex->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_real_flag(ex, "--hdr-lambda", a->hdr_lambda, 0.0, kHdrLambdaMax, "HDR strength lambda")->capture_default_str();
+  add_threads_flag(ex, a->threads);
   return [a, ex] {
     if (ex->parsed()) return run_icv_extract(*a);
     return 2;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "eval/judge.h"
 #include "eval/judge_validation.h"
@@ -114,7 +115,7 @@ Runner add_judge(CLI::App& app) {
   val->add_option("--param", a->params, "Judge parameter JUDGE.KEY=VALUE, e.g. rubric.model=smollm2-135m-instruct");
   val->add_option("--keywords", a->keywords, "Refusal keyword list (default data/refusal_keywords.txt)");
   val->add_flag("--json", a->json, "One JSON object per judge");
-  val->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_threads_flag(val, a->threads);
   return [a] { return run_validate(*a); };
 }
 

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "train/pipeline.h"
 
@@ -53,8 +54,9 @@ Runner add_train(CLI::App& app) {
   cmd->add_option("--out", a->out, "Run directory (default: .cache/train/<config name>)");
   cmd->add_flag("--resume", a->resume, "Continue a killed run from its newest checkpoint");
   cmd->add_flag("--force", a->force, "Start over in a directory that holds another run");
-  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores; the config's `threads` if set)");
-  cmd->add_option("--stop-after", a->stop_after, "Stop after this optimiser step as if killed (for resume tests)");
+  add_threads_flag(cmd, a->threads, "CPU threads (default: all cores; the config's `threads` if set)");
+  add_int_flag(cmd, "--stop-after", a->stop_after, 0, kMaxCountFlag,
+               "Stop after this optimiser step as if killed (for resume tests)");
   cmd->add_flag("--json", a->json, "Print the result as one JSON object");
   return [a] { return run_train_command(*a); };
 }
