@@ -66,14 +66,11 @@ EvalModelSpec parse_model(const YAML::Node& n, const std::string& source) {
 YAML::Node base_method_node(const std::string& name, const std::string& file, const std::string& at) {
   std::string path = file.empty() ? source_dir() + "/configs/methods/" + name + ".yaml" : resolve_config_path(file);
   if (file.empty() && !file_exists(path)) return YAML::Node(YAML::NodeType::Map);
-  SAFEDEC_CHECK(file_exists(path), at, ": the method config file ", file, " does not exist");
-  try {
-    YAML::Node n = YAML::LoadFile(path);
-    if (!n || n.IsNull()) return YAML::Node(YAML::NodeType::Map);
-    return n;
-  } catch (const YAML::Exception& e) {
-    fail("cannot parse the method config ", path, ": ", e.what());
-  }
+  const std::string problem = config_file_problem(path, "the method config file");
+  SAFEDEC_CHECK(problem.empty(), at, ": ", problem);
+  YAML::Node n = load_yaml_file(path, "the method config file");
+  if (!n || n.IsNull()) return YAML::Node(YAML::NodeType::Map);
+  return n;
 }
 
 void parse_method_entry(const YAML::Node& n, const std::string& source, std::vector<EvalMethodSpec>& out) {
@@ -179,7 +176,22 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
   k.read("name", c.name);
   k.read("seed", c.seed);
   k.read("limit", c.limit);
-  k.read("judge", c.judge);
+  if (YAML::Node j = k.get("judge"); j && j.IsSequence()) {
+    c.judges.clear();
+    for (const auto& e : j) {
+      SAFEDEC_CHECK(e.IsScalar(), yaml_where(source, e), ": `judge` must be a judge name or a list of names");
+      const std::string name = e.as<std::string>();
+      SAFEDEC_CHECK(std::find(c.judges.begin(), c.judges.end(), name) == c.judges.end(), yaml_where(source, e),
+                    ": judge '", name, "' is listed twice");
+      c.judges.push_back(name);
+    }
+    SAFEDEC_CHECK(!c.judges.empty(), yaml_where(source, j), ": `judge` lists no judge");
+    c.judge = c.judges.front();
+  } else if (j) {
+    SAFEDEC_CHECK(j.IsScalar(), yaml_where(source, j), ": `judge` must be a judge name or a list of names");
+    c.judge = j.as<std::string>();
+    c.judges = {c.judge};
+  }
 
   YAML::Node models = k.get("models");
   SAFEDEC_CHECK(models && models.IsSequence() && models.size() > 0, yaml_where(source, root),
@@ -252,17 +264,34 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
     jk.read("keywords", c.judge_options.keywords_path);
     if (YAML::Node p = jk.get("params"); p && p.IsMap())
       for (const auto& kv : p) c.judge_options.params[kv.first.as<std::string>()] = scalar_text(kv.second);
+    for (const auto& name : c.judges)
+      if (YAML::Node p = jk.get(name); p && !p.IsNull()) {
+        SAFEDEC_CHECK(p.IsMap(), yaml_where(source, p), ": judge_options.", name, " must be a mapping of parameters");
+        for (const auto& kv : p) c.judge_params[name][kv.first.as<std::string>()] = scalar_text(kv.second);
+      }
     jk.finish();
     if (!c.judge_options.keywords_path.empty())
       c.judge_options.keywords_path = resolve_config_path(c.judge_options.keywords_path);
   }
   k.finish();
-  SAFEDEC_CHECK(JudgeRegistry::global().contains(c.judge), source, ": unknown judge '", c.judge,
-                "'; known judges: ", join(JudgeRegistry::global().names()));
+  for (const auto& name : c.judges)
+    SAFEDEC_CHECK(JudgeRegistry::global().contains(name), source, ": unknown judge '", name,
+                  "'; known judges: ", join(JudgeRegistry::global().names()));
   return c;
 }
 
+JudgeOptions EvalConfig::options_for(const std::string& judge_name) const {
+  JudgeOptions o;
+  o.keywords_path = judge_options.keywords_path;
+  if (judge_name == judge) o.params = judge_options.params;
+  if (auto it = judge_params.find(judge_name); it != judge_params.end())
+    for (const auto& kv : it->second) o.params[kv.first] = kv.second;
+  return o;
+}
+
 EvalConfig load_eval_config(const std::string& path, const DatasetRegistry& registry) {
+  const std::string problem = config_file_problem(path, "the eval config");
+  SAFEDEC_CHECK(problem.empty(), problem);
   std::ifstream in(path);
   SAFEDEC_CHECK(in.good(), "cannot open the eval config ", path);
   std::stringstream ss;
@@ -275,13 +304,19 @@ YAML::Node EvalConfig::resolved() const {
   n["name"] = name;
   n["seed"] = seed;
   n["limit"] = limit;
-  n["judge"] = judge;
+  if (judges.size() > 1) {
+    for (const auto& j : judges) n["judge"].push_back(j);
+  } else {
+    n["judge"] = judge;  // a single judge stays a scalar: runs made before judge lists resume unchanged
+  }
   YAML::Node jo(YAML::NodeType::Map);
   // The default list by its in-tree name (the manifest records its absolute path and hash), so a run
   // can be resumed from another checkout of the same tree.
   jo["keywords"] = judge_options.keywords_path.empty() ? std::string("data/refusal_keywords.txt")
                                                        : judge_options.keywords_path;
   for (const auto& kv : judge_options.params) jo["params"][kv.first] = kv.second;
+  for (const auto& [name, params] : judge_params)
+    for (const auto& kv : params) jo[name][kv.first] = kv.second;
   n["judge_options"] = jo;
   for (const auto& m : models) {
     YAML::Node e(YAML::NodeType::Map);

@@ -54,8 +54,13 @@ struct EvalConfig {
   std::vector<EvalModelSpec> models;
   std::vector<EvalMethodSpec> methods;
   std::vector<std::string> datasets;
-  std::string judge = "keyword";
-  JudgeOptions judge_options;
+  std::string judge = "keyword";               // the first judge: decides `refused` in generations.jsonl
+  std::vector<std::string> judges{"keyword"};  // `judge: NAME` or `judge: [NAME, ...]`; judges[0] == judge
+  JudgeOptions judge_options;                  // keyword list for every judge; params: the first judge's
+  // `judge_options: {<judge name>: {key: value}}`: parameters of one judge (e.g. rubric: {model: ...}).
+  std::map<std::string, std::map<std::string, std::string>> judge_params;
+  // The options a judge of this config is created with.
+  JudgeOptions options_for(const std::string& judge_name) const;
   EvalGenerationSettings generation;
   EvalRefNllSettings ref_nll;
   std::string source;       // the YAML file, for messages
