@@ -2,11 +2,15 @@
 // prints the results table. Prompts and outputs go to DIR/generations.jsonl, never to the console.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <iostream>
+#include <sstream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "eval/eval_config.h"
+#include "eval/rejudge.h"
 #include "eval/runner.h"
 
 namespace safedec::cli {
@@ -16,18 +20,56 @@ namespace {
 struct EvalArgs {
   std::string config, out;
   size_t limit = 0;
+  bool limit_given = false;  // --limit on the command line wins over the config, 0 (all rows) included
   bool resume = false, force = false, report_only = false;
+  std::string rejudge;                // --rejudge DIR: judge a finished run again, generating nothing
+  std::string judges;                 // with --rejudge: comma-separated judge names
+  std::vector<std::string> params;    // with --rejudge: JUDGE.KEY=VALUE
   int threads = 0;
   std::string command;
 };
 
+// `eval --rejudge DIR --judge NAME[,NAME]`: further judges over DIR's generations (eval/rejudge.h).
+int run_rejudge_command(const EvalArgs& a) {
+  SAFEDEC_CHECK(a.config.empty() && a.out.empty() && !a.resume && !a.force && !a.report_only,
+                "eval --rejudge DIR takes --judge, --param and --threads only (no --config, --out, --resume, --force, "
+                "--report-only)");
+  RejudgeOptions o;
+  o.run_dir = a.rejudge;
+  std::stringstream names(a.judges);
+  for (std::string n; std::getline(names, n, ',');)
+    if (!n.empty()) o.judges.push_back(n);
+  for (const auto& p : a.params) {
+    const size_t dot = p.find('.'), eq = p.find('=');
+    SAFEDEC_CHECK(dot != std::string::npos && eq != std::string::npos && dot < eq,
+                  "eval --rejudge: --param must be JUDGE.KEY=VALUE, e.g. rubric.model=smollm2-135m-instruct (got '", p,
+                  "')");
+    o.options[p.substr(0, dot)].params[p.substr(dot + 1, eq - dot - 1)] = p.substr(eq + 1);
+  }
+  for (const auto& kv : o.options)
+    SAFEDEC_CHECK(std::find(o.judges.begin(), o.judges.end(), kv.first) != o.judges.end(), "eval --rejudge: --param ",
+                  "names judge '", kv.first, "', which is not in --judge ", a.judges);
+  const RejudgeSummary s = rejudge_run(o);
+  const std::string section = judges_markdown(s.cells);
+  replace_judges_section(a.rejudge, section);
+  std::cerr << "[eval] rejudge: " << s.judged_now << " responses judged in " << s.seconds << " s; judgements in "
+            << a.rejudge << "/judgements.jsonl, per-cell figures in results.jsonl and report.md\n";
+  std::cout << section;
+  return 0;
+}
+
 int run_eval_command(const EvalArgs& a) {
+  if (!a.rejudge.empty()) return run_rejudge_command(a);
+  SAFEDEC_CHECK(a.judges.empty() && a.params.empty(), "--judge and --param go with --rejudge DIR; a run's judges ",
+                "are set in its config (`judge: [keyword, rubric]`)");
+  SAFEDEC_CHECK(!a.config.empty() && !a.out.empty(), "eval needs --config FILE and --out DIR (or --rejudge DIR)");
   SAFEDEC_CHECK(int(a.resume) + int(a.force) + int(a.report_only) <= 1,
                 "give at most one of --resume, --force and --report-only");
-  const EvalConfig config = load_eval_config(a.config, DatasetRegistry::builtin());
+  EvalConfig config = load_eval_config(a.config, DatasetRegistry::builtin());
+  if (a.limit_given) config.limit = a.limit;
   EvalRunOptions o;
   o.out_dir = a.out;
-  o.limit = a.limit;
+  o.limit = 0;  // already in config.limit
   o.resume = a.resume;
   o.force = a.force;
   o.report_only = a.report_only;
@@ -36,7 +78,7 @@ int run_eval_command(const EvalArgs& a) {
   size_t cells = config.models.size() * config.methods.size() * config.datasets.size();
   std::cerr << "[eval] " << config.name << ": " << config.models.size() << " model(s) x " << config.methods.size()
             << " method(s) x " << config.datasets.size() << " dataset(s) = " << cells << " cells, limit "
-            << (a.limit > 0 ? a.limit : config.limit) << " per dataset, output " << a.out << "\n";
+            << (config.limit > 0 ? std::to_string(config.limit) : std::string("all rows")) << " per dataset, output " << a.out << "\n";
   const EvalRunSummary s = run_eval(config, o);
   std::cout << format_results_table(s.rows);
   std::cout << "judge: " << (s.rows.empty() ? config.judge : s.rows.front().judge) << "; report: " << s.report_path
@@ -51,17 +93,22 @@ int run_eval_command(const EvalArgs& a) {
 Runner add_eval(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand("eval", "Evaluate safety methods on datasets (models x methods x datasets)");
-  cmd->add_option("--config", a->config, "Eval config YAML (e.g. configs/quickstart.yaml)")->required();
-  cmd->add_option("--out", a->out, "Run directory (results.jsonl, generations.jsonl, report.md, ...)")->required();
-  cmd->add_option("--limit", a->limit, "Seeded sample of N prompts per dataset (overrides the config's limit)");
+  cmd->add_option("--config", a->config, "Eval config YAML (e.g. configs/quickstart.yaml); required unless --rejudge");
+  cmd->add_option("--out", a->out, "Run directory (results.jsonl, generations.jsonl, report.md, ...); required unless --rejudge");
+  cmd->add_option("--rejudge", a->rejudge, "Judge the generations of the finished run DIR again (no generation)");
+  cmd->add_option("--judge", a->judges, "With --rejudge: comma-separated judges, e.g. rubric");
+  cmd->add_option("--param", a->params, "With --rejudge: judge parameter JUDGE.KEY=VALUE, e.g. rubric.batch_size=4");
+  auto* limit = add_int_flag(cmd, "--limit", a->limit, 0, kMaxCountFlag,
+                             "Seeded sample of N prompts per dataset (0 = all rows; overrides the config's limit)");
   cmd->add_flag("--resume", a->resume, "Continue an interrupted run with the same resolved config");
   cmd->add_flag("--force", a->force, "Start over in a directory that holds another run");
   cmd->add_flag("--report-only", a->report_only,
                 "Rewrite report.md (and print the table) from the finished cells of DIR; runs nothing");
-  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
-  return [a] {
+  add_threads_flag(cmd, a->threads);
+  return [a, limit] {
+    a->limit_given = limit->count() > 0;
     a->command = "safedec eval --config " + a->config + " --out " + a->out +
-                 (a->limit > 0 ? " --limit " + std::to_string(a->limit) : std::string()) +
+                 (a->limit_given ? " --limit " + std::to_string(a->limit) : std::string()) +
                  (a->resume ? " --resume" : "") + (a->force ? " --force" : "") +
                  (a->report_only ? " --report-only" : "");
     return run_eval_command(*a);
