@@ -591,6 +591,11 @@ DataBuildSummary run_data_build(DataBuildConfig config, const DataBuildOptions& 
   const std::string data_path = out + "/data.jsonl";
   const std::string responses_path = out + "/responses.jsonl";
   auto open_out = [&] {
+    // Lock an existing directory before --force deletes anything in it, so a second writer is refused
+    // before it touches the first one's files (RunDirectory::open then shares this process's lock).
+    std::shared_ptr<RunDirLock> lock;
+    std::error_code lock_ec;
+    if (fs::is_directory(out, lock_ec)) lock = RunDirLock::acquire(out);
     if (options.force) {
       std::error_code ec;
       fs::remove(data_path, ec);
