@@ -2,6 +2,7 @@
 //   peft            LoRA artifact -> PEFT adapter directory
 //   control-vector  ICV artifact  -> llama.cpp control-vector GGUF (additive form only)
 //   hf              model (+ HDR edit or expert weights) -> Hugging Face model directory
+//   gguf            model (+ HDR edit or expert weights) -> GGUF file (f32 / f16 / q8_0)
 //   bundle          method config + its artifacts + hashes -> deployment bundle (export/bundle.h)
 #include <nlohmann/json.hpp>
 
@@ -30,7 +31,7 @@ int report(const ExportReport& r, bool json) {
 }  // namespace
 
 Runner add_export(CLI::App& app) {
-  auto* ex = app.add_subcommand("export", "Export artifacts for deployment (targets: peft, control-vector, hf, bundle)");
+  auto* ex = app.add_subcommand("export", "Export artifacts for deployment (targets: peft, control-vector, hf, gguf, bundle)");
   ex->require_subcommand(1);
   auto json = std::make_shared<bool>(false);
 
@@ -73,6 +74,20 @@ Runner add_export(CLI::App& app) {
   h->add_flag("--force", hf->force, "Replace an existing output directory");
   h->add_flag("--json", *json, "Print one JSON object {out, files, notes}");
 
+  auto go = std::make_shared<GgufExportOptions>();
+  auto* g = ex->add_subcommand("gguf", "Model (optionally HDR-edited, or an expert) -> GGUF file with llama.cpp's names "
+                                       "and metadata (f32, f16 or q8_0 weights)");
+  g->add_option("--model", go->model, "Registered model name or GGUF path (default with --expert: its base model)");
+  g->add_option("--hdr", go->hdr, "Harm-vector artifact applied first: theta - lambda * tau (Safety Arithmetic HDR)");
+  g->add_option("--hdr-lambda", go->hdr_lambda, "HDR strength lambda (default: the artifact's recorded lambda)");
+  g->add_option("--expert", go->expert, "Expert-weights artifact: export its fine-tuned model instead");
+  g->add_option("--type", go->type, "Weight type of the matrices: f32, f16, q8_0")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "q8_0"}));
+  g->add_option("--out", go->out, "The .gguf file to write")->required();
+  g->add_flag("--force", go->force, "Replace an existing output file");
+  g->add_flag("--json", *json, "Print one JSON object {out, files, notes}");
+
   auto bo = std::make_shared<BundleExportOptions>();
   auto* b = ex->add_subcommand("bundle", "Method config + every artifact it reads + sha256 manifest -> one directory "
                                          "that `safedec serve --bundle` and `safedec generate --bundle` load");
@@ -87,6 +102,7 @@ Runner add_export(CLI::App& app) {
 
   return [=] {
     if (b->parsed()) return report(export_bundle(*bo), *json);
+    if (g->parsed()) return report(export_gguf(*go), *json);
     if (h->parsed()) {
       hf->max_shard_bytes = *shard_mb << 20;
       return report(export_hf(*hf), *json);

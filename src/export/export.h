@@ -3,17 +3,21 @@
 //                   adapter_model.safetensors with PEFT's key names), loadable by peft.PeftModel
 //   control-vector  an ICV artifact -> a llama.cpp control-vector GGUF (additive form only)
 //   hf              a model (HDR-edited or an expert) -> a Hugging Face model directory (hf.cpp)
+//   gguf            the same model -> a GGUF file, f32 / f16 / q8_0 (gguf.cpp)
 // Every exporter checks the artifact against the model it names (refusing one made for another model,
 // naming both), refuses an existing output unless `force`, and writes to a temporary name that is
 // renamed into place only when complete, so a failed export leaves nothing half-written.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "io/model_config.h"
 
 namespace safedec {
+
+class CausalLM;
 
 // A model named on the command line (registered name, GGUF file or Hugging Face directory), read
 // for its configuration only (no weights).
@@ -80,6 +84,18 @@ struct ControlVectorExportOptions {
 };
 ExportReport export_control_vector(const ControlVectorExportOptions& options);
 
+// The model an export writes: loaded in fp32, then either an expert artifact's weights (its recorded
+// base model, truncated to its K layers; --model must name the same file if given) or an HDR edit
+// theta - lambda * tau (hdr_lambda < 0: the artifact's lambda). An artifact for another model is refused
+// naming both. `notes` says what was applied.
+struct LoadedExportModel {
+  ExportModel base;
+  std::shared_ptr<CausalLM> lm;
+  std::vector<std::string> notes;
+};
+LoadedExportModel load_export_model(const std::string& model, const std::string& hdr, double hdr_lambda,
+                                    const std::string& expert);
+
 // ---- Hugging Face model directory of a model, HDR-edited (--hdr) or an expert's weights (--expert) ----
 // config.json (+ generation_config.json), fp32 safetensors with {"format": "pt"} metadata (sharded as
 // model-0000i-of-0000n.safetensors + model.safetensors.index.json above max_shard_bytes) and the
@@ -96,5 +112,17 @@ struct HfExportOptions {
   bool force = false;
 };
 ExportReport export_hf(const HfExportOptions& options);
+
+// ---- GGUF of the same model (llama.cpp names and metadata), f32, f16 or q8_0 ----
+// The source must be a GGUF file (its metadata, tokenizer included, is copied; sizes, block count and
+// file type are rewritten). llama Q/K rows are permuted back to llama.cpp's interleaved-RoPE order.
+// f16 / q8_0 apply to 2-D weight matrices; norms and biases stay f32 (as llama.cpp's quantiser does).
+struct GgufExportOptions {
+  std::string model, hdr, expert, out;
+  double hdr_lambda = -1;
+  std::string type = "f32";  // f32 | f16 | q8_0
+  bool force = false;
+};
+ExportReport export_gguf(const GgufExportOptions& options);
 
 }  // namespace safedec

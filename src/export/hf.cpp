@@ -291,45 +291,52 @@ std::string shard_name(size_t i, size_t n) {
 
 }  // namespace
 
+LoadedExportModel load_export_model(const std::string& model, const std::string& hdr, double hdr_lambda,
+                                    const std::string& expert) {
+  SAFEDEC_CHECK(hdr.empty() || expert.empty(), "--hdr and --expert are exclusive: export one model at a time");
+  LoadOptions load;
+  load.weights = LoadOptions::Weights::Fp32;
+  std::string model_name = model;
+  if (!expert.empty() && model_name.empty()) model_name = expert_base_model(expert);
+  SAFEDEC_CHECK(!model_name.empty(), "no model given: pass --model (a registered name, GGUF file or Hugging Face ",
+                "directory) or --expert");
+  LoadedExportModel out;
+  out.base = resolve_export_model(model_name);
+  // An HDR artifact made for another model is refused before the weights are loaded (naming both).
+  if (!hdr.empty() && is_artifact_dir(resolve_artifact_path(hdr)))
+    check_artifact_model(open_artifact(resolve_artifact_path(hdr), ArtifactKind::HarmVector), out.base.config);
+  if (!expert.empty()) {
+    const std::string recorded = expert_base_model(expert);
+    const ExportModel rec = resolve_export_model(recorded);
+    SAFEDEC_CHECK(rec.path == out.base.path, "the expert ", expert, " was made from ", recorded, " (", rec.path,
+                  ") but --model names ", out.base.path, "; drop --model or name that model");
+    load.max_layers = expert_layers(expert);
+    out.lm = CausalLM::load(out.base.path, load);
+    load_expert_weights_into(*out.lm, expert);
+    out.notes.push_back("expert weights from " + expert + " (" + std::to_string(out.lm->config().n_layers) +
+                        " layers)");
+  } else {
+    out.lm = CausalLM::load(out.base.path, load);
+  }
+  if (!hdr.empty()) {
+    const HarmVector h = load_harm_vector(hdr, out.lm->config());  // checks the artifact's model, naming both
+    const double lambda = hdr_lambda >= 0 ? hdr_lambda : h.lambda;
+    check_hdr_lambda(lambda, "--hdr-lambda");
+    const int64_t edited = apply_harm_vector(*out.lm, h, lambda);
+    out.notes.push_back("HDR: theta - " + std::to_string(lambda) + " * tau from " + hdr + " (" +
+                        std::to_string(edited) + " tensors edited)");
+  }
+  return out;
+}
+
 ExportReport export_hf(const HfExportOptions& o) {
   SAFEDEC_CHECK(o.hdr.empty() || o.expert.empty(), "--hdr and --expert are exclusive: export one model at a time");
   SAFEDEC_CHECK(o.max_shard_bytes >= 1, "--max-shard-size must be positive");
   StagedDir staged(o.out, o.force);  // refuses an existing --out before any work
-  LoadOptions load;
-  load.weights = LoadOptions::Weights::Fp32;
-  std::string model_name = o.model;
-  if (!o.expert.empty() && model_name.empty()) model_name = expert_base_model(o.expert);
-  SAFEDEC_CHECK(!model_name.empty(), "no model given: pass --model (a registered name, GGUF file or Hugging Face ",
-                "directory) or --expert");
-  const ExportModel base = resolve_export_model(model_name);
-  // An HDR artifact made for another model is refused before the weights are loaded (naming both).
-  if (!o.hdr.empty() && is_artifact_dir(resolve_artifact_path(o.hdr)))
-    check_artifact_model(open_artifact(resolve_artifact_path(o.hdr), ArtifactKind::HarmVector), base.config);
-  std::shared_ptr<CausalLM> lm;
-  std::vector<std::string> notes;
-  if (!o.expert.empty()) {
-    const std::string recorded = expert_base_model(o.expert);
-    const ExportModel rec = resolve_export_model(recorded);
-    SAFEDEC_CHECK(rec.path == base.path, "the expert ", o.expert, " was made from ", recorded, " (", rec.path,
-                  ") but --model names ", base.path, "; drop --model or name that model");
-    lm = CausalLM::load(base.path, [&] {
-      LoadOptions l = load;
-      l.max_layers = expert_layers(o.expert);
-      return l;
-    }());
-    load_expert_weights_into(*lm, o.expert);
-    notes.push_back("expert weights from " + o.expert + " (" + std::to_string(lm->config().n_layers) + " layers)");
-  } else {
-    lm = CausalLM::load(base.path, load);
-  }
-  if (!o.hdr.empty()) {
-    const HarmVector h = load_harm_vector(o.hdr, lm->config());  // checks the artifact's model, naming both
-    const double lambda = o.hdr_lambda >= 0 ? o.hdr_lambda : h.lambda;
-    check_hdr_lambda(lambda, "--hdr-lambda");
-    const int64_t edited = apply_harm_vector(*lm, h, lambda);
-    notes.push_back("HDR: theta - " + std::to_string(lambda) + " * tau from " + o.hdr + " (" +
-                    std::to_string(edited) + " tensors edited)");
-  }
+  LoadedExportModel loaded = load_export_model(o.model, o.hdr, o.hdr_lambda, o.expert);
+  const ExportModel& base = loaded.base;
+  std::shared_ptr<CausalLM> lm = loaded.lm;
+  std::vector<std::string> notes = loaded.notes;
   const ModelConfig& c = lm->config();
   const bool tied = lm->weights().lm_head.is_same(lm->weights().embed);
 

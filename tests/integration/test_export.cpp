@@ -12,9 +12,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "artifacts/artifact.h"
@@ -425,6 +427,7 @@ TEST(ExportHf, TransformersLoadsTheHdrEditedModelAndItsTokenizer) {
   std::printf("  tokenizer: %zu strings, %zu with special tokens, %zu chats compared; %d mismatches\n",
               golden["cases"].size(), golden["with_special"].size(), golden["chats"].size(), mismatches);
   EXPECT_EQ(mismatches, 0);
+  if (!HasFailure()) fs::remove_all(dir);  // ~0.5 GB of model files
 }
 
 TEST(ExportHf, BadInputExitsTwoAndWritesNothing) {
@@ -504,6 +507,29 @@ TEST(ExportBundle, BundleIsVerifiedAndLoadsItsArtifacts) {
     EXPECT_NE(std::string(e.what()).find("was made for the model"), std::string::npos) << e.what();
   }
 
+  // `safedec generate --bundle` decodes exactly as the original config does.
+  auto json_line = [](const std::string& out) {
+    size_t at = 0;
+    while (at < out.size()) {
+      const size_t end = out.find('\n', at);
+      const std::string line = out.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      if (!line.empty() && line[0] == '{') return json::parse(line);
+      if (end == std::string::npos) break;
+      at = end + 1;
+    }
+    return json();
+  };
+  const std::string ask = " --prompt 'Name three colours of the rainbow.' --max-new-tokens 12 --json";
+  auto direct = safedec_cli("generate --method steer --method-config " + dir + "/steer.yaml" + ask);
+  auto bundled = safedec_cli("generate --bundle " + out + ask);
+  ASSERT_EQ(direct.code, 0) << direct.out;
+  ASSERT_EQ(bundled.code, 0) << bundled.out;
+  const json jd = json_line(direct.out), jb = json_line(bundled.out);
+  ASSERT_TRUE(jd.contains("token_ids")) << direct.out;
+  EXPECT_EQ(jb["token_ids"], jd["token_ids"]) << bundled.out;
+  r = safedec_cli("generate --bundle " + dir + "/tampered" + ask);
+  EXPECT_EQ(r.code, 2) << r.out;
+
   // Bad input: an ICV made for another model, and an existing --out; nothing written.
   auto tiny = CausalLM::load(tiny_llama());
   const std::string tiny_icv = save_icv(dir + "/tiny_icv", torch::zeros({2, tiny->config().hidden_size}),
@@ -517,4 +543,115 @@ TEST(ExportBundle, BundleIsVerifiedAndLoadsItsArtifacts) {
   EXPECT_EQ(r.code, 2) << r.out;
   EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
   EXPECT_EQ(listing(dir), (std::vector<std::string>{"bundle", "icv", "steer.yaml", "tampered", "tiny.yaml", "tiny_icv"}));
+}
+
+TEST(ExportGguf, SafedecAndTheGgufPackageReadF32F16AndQ8_0) {
+  const std::string dir = scratch("gguf");
+  const auto& cfg = smollm2()->config();
+  const std::string hdr = write_harm_artifact(dir + "/harm", cfg);
+  auto edited = CausalLM::load(smollm2_path());
+  apply_harm_vector(*edited, hdr, 3.0);
+  const auto ids = prompts();
+  std::map<std::string, double> errs;
+  for (const std::string type : {"f32", "f16", "q8_0"}) {
+    const std::string out = dir + "/model_" + type + ".gguf";
+    auto r = safedec_cli("export gguf --model smollm2-135m-instruct --hdr " + hdr + " --hdr-lambda 3 --type " + type +
+                         " --out " + out);
+    ASSERT_EQ(r.code, 0) << r.out;
+    auto f = GgufFile::open(out);
+    EXPECT_EQ(f->architecture(), "llama");
+    EXPECT_EQ(f->get_int("llama.block_count", 0), cfg.n_layers);
+    EXPECT_EQ(f->get_string("tokenizer.ggml.pre", ""), "smollm");
+    const GgmlType want = type == "f32" ? GgmlType::F32 : type == "f16" ? GgmlType::F16 : GgmlType::Q8_0;
+    EXPECT_EQ(f->tensor("blk.0.attn_q.weight").type, want);
+    EXPECT_EQ(f->tensor("blk.0.attn_norm.weight").type, GgmlType::F32);
+    // safedec reads it back (un-permuting Q/K): logits of the HDR-edited model.
+    auto back = CausalLM::load(out);
+    double worst = 0;
+    for (const auto& p : ids) {
+      const torch::Tensor ref = last_logits(*edited, p, 8, nullptr), got = last_logits(*back, p, 8, nullptr);
+      worst = std::max(worst, rel_err(got, ref));
+      if (type == "f32") EXPECT_TRUE(torch::equal(got.argmax(-1), ref.argmax(-1)));
+    }
+    errs[type] = worst;
+    std::printf("  %s: %lld bytes, logits rel err vs the edited model %.2e\n", type.c_str(),
+                static_cast<long long>(fs::file_size(out)), worst);
+  }
+  EXPECT_LE(errs["f32"], 1e-6);
+  EXPECT_LE(errs["f16"], 5e-3);
+  // Q8_0 rounds every weight to 1/254 of its block's range (~0.5% RMS); through 30 layers that is a few %.
+  EXPECT_LE(errs["q8_0"], 8e-2);
+  {
+    // Weight level: every Q8_0 value within half a quantisation step of the fp32 weight it came from
+    // (blk.17.ffn_down is Q4_1 in the source and HDR-edited; token_embd is Q8_0 there already).
+    auto f = GgufFile::open(dir + "/model_q8_0.gguf");
+    for (const auto& [name, orig_in] : std::vector<std::pair<std::string, torch::Tensor>>{
+             {"blk.17.ffn_down.weight", edited->weights().layers[17]->w_down},
+             {"token_embd.weight", edited->weights().embed}}) {
+      const torch::Tensor orig = orig_in.contiguous();
+      auto deq = f->dequantize(f->tensor(name));
+      const torch::Tensor got = torch::from_blob(deq.data(), orig.sizes(), torch::kFloat32);
+      const torch::Tensor step = orig.view({-1, 32}).abs().amax(1, true) / 127.0;
+      const double worst = ((got - orig).view({-1, 32}).abs() / step.clamp_min(1e-30)).max().item<double>();
+      const double rel = rel_err(got, orig);
+      std::printf("  q8_0 %s: max error %.3f quantisation steps, rel err %.2e\n", name.c_str(), worst, rel);
+      // Half a step, plus the fp16 rounding of the stored scale (relative 2^-11) times |q| <= 127.
+      EXPECT_LE(worst, 0.5 + 127.0 / 2048.0 + 1e-3) << name;
+    }
+  }
+
+  // The gguf Python package: same tensor names, types and dequantised values as safedec's reader.
+  const std::string script =
+      "import gguf, json, sys\n"
+      "import numpy as np\n"
+      "out = {}\n"
+      "for path in sys.argv[1:-1]:\n"
+      "    r = gguf.GGUFReader(path)\n"
+      "    ts = {t.name: t for t in r.tensors}\n"
+      "    d = {'n': len(ts), 'arch': r.fields['general.architecture'].contents()}\n"
+      "    for name in ['token_embd.weight', 'blk.0.attn_q.weight', 'blk.29.ffn_down.weight', 'output_norm.weight']:\n"
+      "        t = ts[name]\n"
+      "        v = gguf.dequantize(t.data, t.tensor_type).astype(np.float64).reshape(-1)\n"
+      "        d[name] = [t.tensor_type.name, [int(x) for x in t.shape], float(v.sum()), float(np.abs(v).sum()),\n"
+      "                   [float(x) for x in v[:8]]]\n"
+      "    out[path] = d\n"
+      "json.dump(out, open(sys.argv[-1], 'w'))\n";
+  std::ofstream(dir + "/read.py") << script;
+  std::string args;
+  for (const std::string type : {"f32", "f16", "q8_0"}) args += " " + dir + "/model_" + type + ".gguf";
+  auto py = sh(python() + " " + dir + "/read.py" + args + " " + dir + "/read.json");
+  ASSERT_EQ(py.code, 0) << py.out;
+  json j;
+  std::ifstream(dir + "/read.json") >> j;
+  for (const std::string type : {"f32", "f16", "q8_0"}) {
+    const std::string path = dir + "/model_" + type + ".gguf";
+    auto f = GgufFile::open(path);
+    const json& d = j[path];
+    EXPECT_EQ(d["arch"], "llama");
+    EXPECT_EQ(d["n"].get<size_t>(), f->tensors().size());
+    for (const std::string name :
+         {"token_embd.weight", "blk.0.attn_q.weight", "blk.29.ffn_down.weight", "output_norm.weight"}) {
+      const auto& t = f->tensor(name);
+      const auto ours = f->dequantize(t);
+      double sum = 0, abs_sum = 0;
+      for (float v : ours) {
+        sum += v;
+        abs_sum += std::fabs(v);
+      }
+      const json& e = d[name];
+      EXPECT_EQ(e[0], ggml_type_name(t.type)) << type << " " << name;
+      EXPECT_EQ(e[1].get<std::vector<int64_t>>(), t.ne) << type << " " << name;
+      EXPECT_NEAR(e[3].get<double>(), abs_sum, 1e-6 * abs_sum) << type << " " << name;
+      EXPECT_NEAR(e[2].get<double>(), sum, 1e-6 * abs_sum) << type << " " << name;
+      for (int i = 0; i < 8; ++i) EXPECT_EQ(e[4][i].get<float>(), ours[i]) << type << " " << name << " [" << i << "]";
+    }
+  }
+  // Bad input: an unknown type and an existing output; nothing written.
+  auto r = safedec_cli("export gguf --model smollm2-135m-instruct --type q4_0 --out " + dir + "/x.gguf");
+  EXPECT_EQ(r.code, 2) << r.out;
+  r = safedec_cli("export gguf --model smollm2-135m-instruct --out " + dir + "/model_f32.gguf");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/x.gguf"));
+  if (!HasFailure()) fs::remove_all(dir);  // ~1 GB of model files
 }
