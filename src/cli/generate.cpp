@@ -1,6 +1,7 @@
 // `safedec generate`: chat generation with any registered method (--method, default plain), its YAML
 // config (--method-config, default configs/methods/<method>.yaml), an optional HDR weight edit at
-// load (--hdr) and per-token traces (--trace FILE.jsonl).
+// load (--hdr), per-token traces (--trace FILE.jsonl), or a deployment bundle (--bundle DIR) that carries
+// the method config, its artifacts and the HDR edit.
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -9,11 +10,13 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "core/jsonl.h"
 #include "decoding/model_bundle.h"
 #include "decoding/plain_strategy.h"
 #include "decoding/strategy_registry.h"
+#include "export/bundle.h"
 #include "artifacts/harm_vector.h"
 
 namespace safedec::cli {
@@ -33,6 +36,8 @@ struct GenerateArgs {
   SamplingParams sampling;
   std::string method = "plain", method_config, trace, hdr;
   double hdr_lambda = 3.0;
+  std::string bundle;  // deployment bundle (src/export/bundle.h): method config + artifacts + HDR edit
+  bool model_given = false;
 };
 
 struct PromptRow {
@@ -72,12 +77,27 @@ int run_generate(const GenerateArgs& a) {
   }
   for (const auto& r : rows) SAFEDEC_CHECK(!r.prompt.empty(), "prompt '", r.id, "' is empty");
 
-  check_method_name(a.method);
-  MethodConfig method = load_method_config(a.method, a.method_config);
-  ModelBundle bundle = load_model_bundle(a.model, LoadOptions{}, a.chat_template);
-  if (!a.hdr.empty()) {
-    const int64_t n = apply_harm_vector(*bundle.model, a.hdr, a.hdr_lambda);
-    std::cerr << "[generate] HDR: subtracted " << a.hdr_lambda << " x harm vector " << a.hdr << " from " << n
+  MethodConfig method;
+  std::string model = a.model, hdr = a.hdr;
+  double hdr_lambda = a.hdr_lambda;
+  if (!a.bundle.empty()) {
+    SAFEDEC_CHECK(a.method_config.empty() && a.hdr.empty(),
+                  "--bundle carries the method config and the HDR edit; drop --method-config and --hdr");
+    const Bundle deploy = open_bundle(a.bundle, a.model_given ? a.model : "");  // every hash checked
+    SAFEDEC_CHECK(a.method == "plain" || a.method == deploy.method.method, "--method ", a.method,
+                  " disagrees with the bundle's method ", deploy.method.method);
+    method = deploy.method;
+    model = deploy.model;
+    hdr = deploy.hdr;
+    hdr_lambda = deploy.hdr_lambda;
+  } else {
+    check_method_name(a.method);
+    method = load_method_config(a.method, a.method_config);
+  }
+  ModelBundle bundle = load_model_bundle(model, LoadOptions{}, a.chat_template);
+  if (!hdr.empty()) {
+    const int64_t n = apply_harm_vector(*bundle.model, hdr, hdr_lambda);
+    std::cerr << "[generate] HDR: subtracted " << hdr_lambda << " x harm vector " << hdr << " from " << n
               << " tensors\n";
   }
   std::shared_ptr<std::ofstream> trace_out;
@@ -140,13 +160,18 @@ int run_generate(const GenerateArgs& a) {
 }  // namespace
 
 void add_sampling_options(CLI::App* cmd, SamplingParams& s) {
-  cmd->add_option("--temperature", s.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
-  cmd->add_option("--top-k", s.top_k, "Keep the k most likely tokens; 0 = off")->capture_default_str();
-  cmd->add_option("--top-p", s.top_p, "Nucleus sampling mass in (0, 1]; 1 = off")->capture_default_str();
-  cmd->add_option("--min-p", s.min_p, "Drop tokens below min-p x the top probability; 0 = off")->capture_default_str();
-  cmd->add_option("--repetition-penalty", s.repetition_penalty, "Penalty for tokens already seen; 1 = off")
+  add_real_flag(cmd, "--temperature", s.temperature, 0.0, 1e6, "Sampling temperature; 0 = greedy")->capture_default_str();
+  add_int_flag(cmd, "--top-k", s.top_k, 0, std::numeric_limits<int32_t>::max(), "Keep the k most likely tokens; 0 = off")
       ->capture_default_str();
-  cmd->add_option("--seed", s.seed, "Random seed for sampling")->capture_default_str();
+  add_real_flag(cmd, "--top-p", s.top_p, 0.0, 1.0, "Nucleus sampling mass in (0, 1]; 1 = off", /*lo_open=*/true)
+      ->capture_default_str();
+  add_real_flag(cmd, "--min-p", s.min_p, 0.0, 1.0, "Drop tokens below min-p x the top probability; 0 = off", false,
+                /*hi_open=*/true)
+      ->capture_default_str();
+  add_real_flag(cmd, "--repetition-penalty", s.repetition_penalty, 0.0, 1e6, "Penalty for tokens already seen; 1 = off",
+                /*lo_open=*/true)
+      ->capture_default_str();
+  add_seed_flag(cmd, s.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_option("--sampling-order", s.order, "Processor order (repetition_penalty temperature top_k top_p min_p)");
 }
 
@@ -157,11 +182,12 @@ Runner add_generate(CLI::App& app) {
   auto* prompt_opt = cmd->add_option("--prompt", a->prompt, "The user message");
   auto* sys = cmd->add_option("--system", a->system, "A system message (default: the template's own)");
   cmd->add_option("--prompts-file", a->prompts_file, "JSONL file of {\"id\", \"prompt\", \"system\"?} objects");
-  cmd->add_option("--batch-size", a->batch_size, "Prompts per batch")->capture_default_str();
-  cmd->add_option("--max-new-tokens", a->max_new_tokens, "Upper bound on generated tokens")->capture_default_str();
+  add_int_flag(cmd, "--batch-size", a->batch_size, 1, kMaxBatchFlag, "Prompts per batch")->capture_default_str();
+  add_int_flag(cmd, "--max-new-tokens", a->max_new_tokens, 1, kMaxNewTokensFlag, "Upper bound on generated tokens")
+      ->capture_default_str();
   cmd->add_option("--stop", a->stop, "Stop string (repeatable)");
   cmd->add_option("--chat-template", a->chat_template, "Override the chat template family (chatml, llama2, llama3, gemma)");
-  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_threads_flag(cmd, a->threads);
   cmd->add_flag("--json", a->json, "One JSON object per prompt: {id, text, token_ids, finish_reason}");
   add_sampling_options(cmd, a->sampling);
   cmd->add_option("--method", a->method, "Decoding method: plain, safedecoding, ngsd, acd, steer")->capture_default_str();
@@ -169,8 +195,11 @@ Runner add_generate(CLI::App& app) {
                   "YAML config of the method (default: configs/methods/<method>.yaml if present)");
   cmd->add_option("--trace", a->trace, "Write per-token method traces (JSON lines) to this file");
   cmd->add_option("--hdr", a->hdr, "Harm-vector artifact (safetensors) subtracted from the weights at load (HDR)");
-  cmd->add_option("--hdr-lambda", a->hdr_lambda, "HDR strength lambda")->capture_default_str();
-  return [a, sys, prompt_opt] {
+  add_real_flag(cmd, "--hdr-lambda", a->hdr_lambda, 0.0, kHdrLambdaMax, "HDR strength lambda")->capture_default_str();
+  cmd->add_option("--bundle", a->bundle,
+                  "Deployment bundle (safedec export bundle): its method config, artifacts and HDR edit, hash-checked");
+  return [a, sys, prompt_opt, cmd] {
+    a->model_given = cmd->get_option("--model")->count() > 0;
     a->has_system = sys->count() > 0;
     a->has_prompt = prompt_opt->count() > 0;
     return run_generate(*a);
