@@ -655,3 +655,47 @@ TEST(ExportGguf, SafedecAndTheGgufPackageReadF32F16AndQ8_0) {
   EXPECT_FALSE(fs::exists(dir + "/x.gguf"));
   if (!HasFailure()) fs::remove_all(dir);  // ~1 GB of model files
 }
+
+TEST(ExportExpert, GgufOfATruncatedFineTunedExpert) {
+  const std::string dir = scratch("expert");
+  // A 2-layer self-expert of SmolLM2 with a changed MLP (as a fine-tune would leave it).
+  auto full = CausalLM::load(smollm2_path());
+  auto expert = full->truncated(2);
+  {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(31);
+    auto& w_down = expert->mutable_weights().layers[1]->w_down;
+    w_down.add_(torch::randn(w_down.sizes()) * 0.01);
+  }
+  ArtifactManifest m;
+  m.kind = ArtifactKind::ExpertWeights;
+  m.model = ModelIdentity::of(full->config());
+  {
+    ArtifactWriter w(dir + "/expert", m);
+    write_expert_weights(w, *expert, "smollm2-135m-instruct");
+    w.commit();
+  }
+  const std::string out = dir + "/expert.gguf";
+  auto r = safedec_cli("export gguf --expert " + dir + "/expert --out " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto back = CausalLM::load(out);
+  EXPECT_EQ(back->config().n_layers, 2);
+  auto ref = load_expert_weights(dir + "/expert");
+  LoadOptions two;
+  two.max_layers = 2;
+  auto untuned = CausalLM::load(smollm2_path(), two);  // the base's first 2 layers, unchanged
+  for (const auto& p : prompts()) {
+    const torch::Tensor got = last_logits(*back, p, 8, nullptr);
+    const double err = rel_err(got, last_logits(*ref, p, 8, nullptr));
+    const double effect = rel_err(got, last_logits(*untuned, p, 8, nullptr));
+    std::printf("  expert (2 layers) re-read from GGUF: logits rel err %.2e (fine-tune effect %.2e)\n", err, effect);
+    EXPECT_LE(err, 1e-6);
+    EXPECT_GT(effect, 1e-4);
+  }
+  // --model naming another file than the expert's base model is refused.
+  r = safedec_cli("export gguf --expert " + dir + "/expert --model " + tiny_llama() + " --out " + dir + "/x.gguf");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("was made from"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir + "/x.gguf"));
+  if (!HasFailure()) fs::remove_all(dir);
+}
