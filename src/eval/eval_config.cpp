@@ -290,8 +290,8 @@ JudgeOptions EvalConfig::options_for(const std::string& judge_name) const {
 }
 
 EvalConfig load_eval_config(const std::string& path, const DatasetRegistry& registry) {
-  const std::string problem = config_file_problem(path, "the eval config");
-  SAFEDEC_CHECK(problem.empty(), problem);
+  const std::string problem = config_file_problem(path, "the file");
+  SAFEDEC_CHECK(problem.empty(), "cannot open the eval config ", path, " (", problem, ")");
   std::ifstream in(path);
   SAFEDEC_CHECK(in.good(), "cannot open the eval config ", path);
   std::stringstream ss;
