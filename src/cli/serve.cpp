@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "core/error.h"
 #include "artifacts/harm_vector.h"
 #include "decoding/methods.h"
@@ -114,7 +115,8 @@ Runner add_serve(CLI::App& app) {
   auto* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API with per-request safety");
   cmd->add_option("--model", a->model, "Registered model name (configs/models) or a model path")->capture_default_str();
   cmd->add_option("--host", a->server.host, "Address to listen on")->capture_default_str();
-  cmd->add_option("--port", a->server.port, "TCP port (0 = any free port, printed at start)")->capture_default_str();
+  add_int_flag(cmd, "--port", a->server.port, 0, 65535, "TCP port (0 = any free port, printed at start)")
+      ->capture_default_str();
   cmd->add_option("--method", a->method,
                   "Default method of requests without a `safedec` object: plain, safedecoding, ngsd, acd, steer "
                   "(default: the `method:` of --method-config, else plain)");
@@ -125,16 +127,18 @@ Runner add_serve(CLI::App& app) {
                   "Deployment bundle (safedec export bundle): its method (the default), artifacts and HDR edit, "
                   "hash-checked; a bundle whose files do not match their hashes is refused");
   cmd->add_option("--api-key", a->server.api_key, "Require 'Authorization: Bearer KEY' on /v1/ (401 without it)");
-  cmd->add_option("--max-batch", a->server.max_batch, "Requests decoding at once")->capture_default_str();
-  cmd->add_option("--max-queue", a->server.max_queue, "Requests waiting beyond the batch; more get HTTP 429")
+  add_int_flag(cmd, "--max-batch", a->server.max_batch, 1, kMaxBatchFlag, "Requests decoding at once")
       ->capture_default_str();
-  cmd->add_option("--max-body-bytes", a->server.max_body_bytes, "Largest request body; larger ones get HTTP 400")
+  add_int_flag(cmd, "--max-queue", a->server.max_queue, 0, 1 << 20, "Requests waiting beyond the batch; more get HTTP 429")
       ->capture_default_str();
-  cmd->add_option("--max-tokens", a->server.default_max_tokens,
+  add_int_flag(cmd, "--max-body-bytes", a->server.max_body_bytes, 1024, int64_t{1} << 30,
+               "Largest request body; larger ones get HTTP 400")
+      ->capture_default_str();
+  add_int_flag(cmd, "--max-tokens", a->server.default_max_tokens, 1, kMaxNewTokensFlag,
                   "max_tokens of chat requests that give none (capped by the context)")
       ->capture_default_str();
   cmd->add_option("--chat-template", a->chat_template, "Override the chat template family (chatml, llama2, llama3, gemma)");
-  cmd->add_option("--threads", a->threads, "CPU threads (default: all cores)");
+  add_threads_flag(cmd, a->threads);
   return [a, cmd] {
     a->model_given = cmd->get_option("--model")->count() > 0;
     return run_serve(*a);

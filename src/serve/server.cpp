@@ -1,6 +1,7 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <cstdio>
@@ -63,6 +64,12 @@ Server::Server(const ModelBundle& bundle, MethodConfig default_method, ServeOpti
   http_ = std::make_unique<httplib::Server>();
   const size_t threads = static_cast<size_t>(options_.max_batch + options_.max_queue + 8);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // httplib's default socket options add SO_REUSEPORT, which lets a second server bind a port that is in
+  // use and silently share its connections; keep SO_REUSEADDR only (restarts reuse TIME_WAIT ports).
+  http_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof(yes));
+  });
   http_->set_payload_max_length(std::max<size_t>(4 * options_.max_body_bytes, 1 << 22));
   install_routes();
 }

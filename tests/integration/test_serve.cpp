@@ -304,6 +304,19 @@ TEST(ServeHttp, BadArgumentsExitTwo) {
   const int status = pclose(p);
   EXPECT_EQ(WEXITSTATUS(status), 2) << out;
   EXPECT_NE(out.find("unknown method 'nope'"), std::string::npos) << out;
+  int code = -1;
+  const std::string exe = std::string(SAFEDEC_BUILD_DIR) + "/safedec";
+  for (const char* bad : {"--port 70000", "--port -1", "--max-batch 0", "--max-body-bytes 10", "--max-tokens 0"}) {
+    out = run_shell(exe + " serve " + bad, &code);
+    EXPECT_EQ(code, 2) << bad << ": " << out;
+    EXPECT_NE(out.find("must be an integer"), std::string::npos) << bad << ": " << out;
+  }
+  ServerProcess busy;  // a port already in use
+  ASSERT_TRUE(busy.start("--threads 1")) << busy.read_log();
+  out = run_shell(exe + " serve --host 127.0.0.1 --port " + std::to_string(busy.port), &code);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("cannot listen on 127.0.0.1:" + std::to_string(busy.port)), std::string::npos) << out;
+  EXPECT_EQ(busy.stop(), 0) << busy.read_log();
 }
 
 }  // namespace
