@@ -2,6 +2,7 @@
 // loads only training-split data (check_dataset_use), and writes its artifact through ArtifactWriter.
 #include "train/pipeline.h"
 
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "artifacts/typed.h"
@@ -20,6 +22,7 @@
 #include "core/jsonl.h"
 #include "core/paths.h"
 #include "core/sha256.h"
+#include "dist/dist.h"
 #include "decoding/generator.h"
 #include "decoding/model_bundle.h"
 #include "decoding/strategies/common.h"
@@ -175,14 +178,17 @@ TrainResult train_lm(RunContext& ctx, LmTask& task, json& metrics) {
   int64_t targets = 0;
   for (const auto& e : task.examples()) targets += e.target_count();
   std::cerr << "[train] " << task.size() << " examples, " << targets << " target tokens\n";
-  if (ctx.options.resume == false || !fs::exists(ctx.run_dir + "/checkpoints"))
+  // Under torchrun only rank 0 reports the before/after NLL (the other ranks' metrics are discarded).
+  const auto group = dist_group();
+  const bool reports = !group || group->is_main();
+  if (reports && (ctx.options.resume == false || !fs::exists(ctx.run_dir + "/checkpoints")))
     metrics["nll_before"] = mean_nll(task, micro, "nll before");
   Trainer trainer(task, loop, ctx.run_dir, ctx.config_hash);
   TrainResult r = trainer.run(ctx.options.resume);
   metrics["train"] = r.metrics();
   metrics["examples"] = task.size();
   metrics["target_tokens"] = targets;
-  if (!r.stopped_early) metrics["nll_after"] = mean_nll(task, micro, "nll after");
+  if (reports && !r.stopped_early) metrics["nll_after"] = mean_nll(task, micro, "nll after");
   return r;
 }
 
@@ -428,6 +434,9 @@ class RiskProbePipeline : public Pipeline {
     data_.add("benign_answered", answered_,
               "training-split datasets with a written reply (e.g. safety_tuned) whose rows the keyword judge does "
               "not see as refused: sensitive-sounding requests that deserve an answer, labelled benign");
+    data_.add("harmful_refused_only", refused_only_,
+              "drop harmful-pool rows whose own written reply (safety_tuned) the keyword judge does not see as a "
+              "refusal: sensitive-sounding requests that deserve an answer are not labelled harmful");
     data_.add("limit_answered", limit_answered_, "rows per benign_answered dataset (seeded sample, 0 = all)")
         .range(0, 1e9);
     data_.add("augment", augment_, "none, or wrappers: add copies of every prompt in adversarial-style wrappers "
@@ -439,6 +448,26 @@ class RiskProbePipeline : public Pipeline {
   bool run(RunContext& ctx, json& metrics) override {
     auto& b = *ctx.target;
     auto prompts = labeled_prompts(ctx, harmful_, 1, limit_);
+    if (refused_only_) {
+      // A harmful-pool row whose own written reply is not a refusal (safety_tuned's careful answers to
+      // sensitive-sounding requests) is not labelled harmful: it would teach the probe that such
+      // wording alone is risky.
+      const auto judge = make_judge("keyword");
+      std::map<std::string, std::string> reference;  // "<dataset>/<id>" -> written reply
+      for (const auto& n : harmful_)
+        for (const auto& e : load_train_dataset(ctx, n, static_cast<size_t>(limit_), ctx.common.seed))
+          if (e.reference) reference[n + "/" + e.id] = *e.reference;
+      size_t dropped = 0;
+      prompts.erase(std::remove_if(prompts.begin(), prompts.end(),
+                                   [&](const LabeledPrompt& p) {
+                                     auto it = reference.find(p.id);
+                                     const bool drop = it != reference.end() && !judge->judge(p.text, it->second).refused;
+                                     dropped += drop ? 1 : 0;
+                                     return drop;
+                                   }),
+                    prompts.end());
+      ctx.counts["harmful_dropped_answered_reference"] = dropped;
+    }
     const size_t n_harm = prompts.size();
     auto ben = labeled_prompts(ctx, benign_, 0, limit_);
     if (!answered_.empty()) {
@@ -554,6 +583,7 @@ class RiskProbePipeline : public Pipeline {
   std::vector<std::string> harmful_, benign_;
   std::vector<std::string> answered_;
   int64_t limit_ = 300, batch_ = 16, max_tokens_ = 512, copies_ = 1, limit_answered_ = 0;
+  bool refused_only_ = false;
   std::string augment_ = "none";
   double holdout_ = 0.2;
 };
@@ -963,15 +993,56 @@ TrainRunResult run_train_config(const std::string& config_path, const TrainRunOp
   const YAML::Node resolved = top.dump();
   ctx.config_hash = sha256_hex(canonical_yaml(resolved));
   ctx.run_dir = options.out.empty() ? default_train_dir(config_path) : options.out;
-  RunDirOptions ro;
-  ro.resume = options.resume;
-  ro.force = options.force;
-  RunDirectory rd = RunDirectory::open(ctx.run_dir, resolved, ro);
   TrainRunResult result;
   result.run_dir = ctx.run_dir;
-  if (rd.resumed() && is_artifact_dir(ctx.artifact_dir()) && fs::exists(ctx.run_dir + "/metrics.json")) {
-    std::cerr << "[train] " << ctx.run_dir << " is complete; artifact " << ctx.artifact_dir() << "\n";
-    result.artifact = ctx.artifact_dir();
+  // Data parallel (torchrun, src/dist): every rank runs the pipeline with its shard of each batch
+  // (Trainer); rank 0 alone owns the run directory. The others work in a scratch directory of their
+  // own, removed at the end, so nothing they write reaches the run.
+  std::shared_ptr<DistGroup> group = dist_group();
+  if (group && group->world_size() < 2) group = nullptr;
+  struct Scratch {
+    std::string dir;
+    ~Scratch() {
+      std::error_code ec;
+      if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+  } scratch;
+  if (group) {
+    group->check_same("the resolved train config, --out and flags (sha256)",
+                      sha256_hex(ctx.config_hash + "\n" + ctx.run_dir + "\n" + std::to_string(options.resume) +
+                                 std::to_string(options.force) + std::to_string(options.stop_after)));
+    if (!group->is_main()) {
+      scratch.dir = (fs::temp_directory_path() / ("safedec-train-rank" + std::to_string(group->rank()) + "-" +
+                                                  std::to_string(static_cast<long long>(::getpid()))))
+                        .string();
+      fs::remove_all(scratch.dir);
+      ctx.run_dir = scratch.dir;
+    }
+  }
+  RunDirOptions ro;
+  ro.resume = options.resume && scratch.dir.empty();
+  ro.force = options.force;
+  std::optional<RunDirectory> rd_opened;
+  std::string verdict = "run";
+  try {
+    rd_opened = RunDirectory::open(ctx.run_dir, resolved, ro);
+    if (rd_opened->resumed() && is_artifact_dir(ctx.artifact_dir()) && fs::exists(ctx.run_dir + "/metrics.json"))
+      verdict = "complete";
+  } catch (const Error&) {
+    if (group) group->all_gather("failed");
+    throw;
+  }
+  if (group) {
+    const auto all = group->all_gather(verdict);
+    SAFEDEC_CHECK(all[0] != "failed", "train: rank 0 could not open the run directory ", result.run_dir,
+                  " (its error says why)");
+    verdict = all[0];  // rank 0's run directory decides
+  }
+  RunDirectory& rd = *rd_opened;
+  if (verdict == "complete") {
+    const std::string artifact = result.run_dir + "/artifact";
+    std::cerr << "[train] " << result.run_dir << " is complete; artifact " << artifact << "\n";
+    result.artifact = artifact;
     result.complete = true;
     return result;
   }
@@ -992,12 +1063,13 @@ TrainRunResult run_train_config(const std::string& config_path, const TrainRunOp
   mi.dataset_files = ctx.dataset_files;
   mi.extra = {{"pipeline", c.pipeline}, {"complete", complete}, {"counts", ctx.counts},
               {"data_ids_sha256", data_ids_hash(ctx.data_ids)}, {"torch_threads", torch::get_num_threads()}};
+  if (group) mi.extra["world_size"] = group->world_size();
   rd.write_manifest(mi);
   result.metrics = metrics;
   result.complete = complete;
   if (complete) {
     write_file_atomic(ctx.run_dir + "/metrics.json", metrics.dump(2) + "\n");
-    result.artifact = ctx.artifact_dir();
+    result.artifact = result.run_dir + "/artifact";
     std::cerr << "[train] artifact " << result.artifact << "\n";
   } else {
     std::cerr << "[train] stopped after step " << options.stop_after << "; continue with --resume\n";
