@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   add(safedec::cli::add_data);
   add(safedec::cli::add_export);
   add(safedec::cli::add_serve);
+  // Argument errors (CLI11's and the range-checked flag readers') read like every other user error.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) { return "error: " + CLI::FailureMessage::simple(a, e); });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
