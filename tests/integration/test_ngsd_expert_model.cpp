@@ -91,7 +91,7 @@ TEST(NgsdExpertModel, QwenHalfBillionExpertGuardsTheOneAndAHalfBillionTarget) {
   const auto plain_expert = generate(expert, config("plain", ""), prompts(expert), n);
   const std::string base = "expert: model\nexpert_model: qwen2.5-coder-0.5b-instruct\nrisk: fixed\n";
   // Never fires: the target's own tokens.
-  const auto never = generate(target, config("ngsd", base + "alpha: 1.0\ntheta: 1.0e9\n"), prompts(target), n);
+  const auto never = generate(target, config("ngsd", base + "alpha: 1.0\ntheta: 1.0e6\n"), prompts(target), n);
   // Fires at every step where the two distributions differ at all (theta 1e-9 <= v) with alpha 1:
   // the expert's own greedy tokens (where they do not differ, both argmaxes agree anyway).
   const auto always = generate(target, config("ngsd", base + "alpha: 1.0\ntheta: 1.0e-9\n"), prompts(target), n);
