@@ -3,6 +3,12 @@
 // exchange, an unreachable MASTER_ADDR, and that no gloo:: code is compiled into safedec.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -119,16 +125,28 @@ TEST(Dist, PartialOrInvalidLauncherVariablesAreRefused) {
 
 TEST(Dist, UnreachableMasterAddrTimesOutNamingIt) {
   EnvGuard g;
-  // 192.0.2.1 is TEST-NET-1 (RFC 5737): never routed, so the connection attempt cannot succeed.
+  // Loopback only (tests never send traffic off this machine): a port that is bound but never
+  // listened on refuses every connection, so the rendezvous can only give up at its timeout.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
   ::setenv("RANK", "1", 1);
   ::setenv("WORLD_SIZE", "2", 1);
-  ::setenv("MASTER_ADDR", "192.0.2.1", 1);
-  ::setenv("MASTER_PORT", "29511", 1);
+  ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+  ::setenv("MASTER_PORT", port.c_str(), 1);
   ::setenv("SAFEDEC_DIST_TIMEOUT", "3", 1);
   const auto t0 = std::chrono::steady_clock::now();
   const std::string err = error_of([] { init_dist_from_environment(); });
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_NE(err.find("MASTER_ADDR=192.0.2.1"), std::string::npos) << err;
+  ::close(fd);
+  EXPECT_NE(err.find("MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port), std::string::npos) << err;
   EXPECT_NE(err.find("within 3 s"), std::string::npos) << err;
   EXPECT_LT(s, 120.0) << "the rendezvous did not give up";
 }
