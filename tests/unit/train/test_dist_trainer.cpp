@@ -13,6 +13,7 @@
 #include "support/spawn_ranks.h"
 #include "train/lm_task.h"
 #include "train/trainer.h"
+#include "support/tiny_llama.h"
 
 using namespace safedec;
 using safedec::testing_support::spawn_ranks;
@@ -20,21 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::shared_ptr<CausalLM> tiny_model() {
-  ModelConfig c;
-  c.architecture = "llama";
-  c.name = "tiny";
-  c.n_layers = 2;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 8;
-  c.vocab_size = 40;
-  c.context_length = 128;
-  c.rope_theta = 10000;
-  return CausalLM::random(c, 5, 0.2);
-}
+using test::tiny_llama;
 
 LmExample example(const std::string& id, std::vector<int32_t> prompt, std::vector<int32_t> response) {
   LmExample e;
@@ -63,7 +50,7 @@ struct Run {
 // Full fine-tune plus a LoRA (no dropout: a data-parallel run draws other dropout masks than one process).
 Run make_task() {
   Run r;
-  r.model = tiny_model();
+  r.model = tiny_llama();
   LoraAdapter::Options lo;
   lo.rank = 2;
   lo.targets = {"q_proj", "v_proj", "down_proj"};

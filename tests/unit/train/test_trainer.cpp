@@ -13,27 +13,14 @@
 #include "train/lm_task.h"
 #include "train/probe.h"
 #include "train/trainer.h"
+#include "support/tiny_llama.h"
 
 using namespace safedec;
 using safedec::testing_support::error_of;
 
 namespace {
 
-std::shared_ptr<CausalLM> tiny_model(uint64_t seed = 5) {
-  ModelConfig c;
-  c.architecture = "llama";
-  c.name = "tiny";
-  c.n_layers = 2;
-  c.hidden_size = 16;
-  c.intermediate_size = 24;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 8;
-  c.vocab_size = 40;
-  c.context_length = 128;
-  c.rope_theta = 10000;
-  return CausalLM::random(c, seed, 0.2);
-}
+using test::tiny_llama;
 
 // Prompt tokens then response tokens; targets on the response.
 LmExample example(const std::string& id, std::vector<int32_t> prompt, std::vector<int32_t> response, int term = 0) {
@@ -113,7 +100,7 @@ void expect_gradient_matches(LmTask& task, torch::Tensor param, const std::strin
 
 TEST(TrainForward, ForwardHiddenEqualsTheCachedForward) {
   torch::NoGradGuard ng;
-  auto model = tiny_model();
+  auto model = tiny_llama();
   auto ids = torch::tensor({{1, 2, 3, 4, 5}, {6, 7, 8, 9, 10}}, torch::kInt64);
   ForwardInput in;
   in.ids = ids;
@@ -134,7 +121,7 @@ TEST(TrainForward, ForwardHiddenEqualsTheCachedForward) {
 }
 
 TEST(LmTask, GradientsReachFullWeights) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   LmTaskOptions opt;
   opt.train_full = true;
   LmTask task(model, toy_set(), opt);
@@ -144,7 +131,7 @@ TEST(LmTask, GradientsReachFullWeights) {
 }
 
 TEST(LmTask, GradientsReachLoraFactors) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   LoraAdapter::Options lo;
   lo.rank = 2;
   lo.alpha = 4;
@@ -167,7 +154,7 @@ TEST(LmTask, GradientsReachLoraFactors) {
 }
 
 TEST(LmTask, GradientsReachSoftPromptsAndUnlikelihoodTerms) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   torch::Tensor sp = model->embed(torch::tensor({{5, 6, 7}}, torch::kInt64))[0].clone();
   LmTaskOptions opt;
   opt.soft_prompts = {sp};
@@ -185,7 +172,7 @@ TEST(LmTask, GradientsReachSoftPromptsAndUnlikelihoodTerms) {
 
 TEST(LmTask, ActivationCheckpointingGivesTheSameGradients) {
   auto run = [](bool ckpt) {
-    auto model = tiny_model();
+    auto model = tiny_llama();
     LoraAdapter::Options lo;
     lo.rank = 2;
     lo.dropout = 0.3;  // the recomputation must draw the same dropout masks
@@ -220,7 +207,7 @@ TEST(LmTask, ActivationCheckpointingGivesTheSameGradients) {
 
 TEST(LmTask, ZeroLoraLeavesLogitsUnchanged) {
   torch::NoGradGuard ng;
-  auto model = tiny_model();
+  auto model = tiny_llama();
   LoraAdapter::Options lo;
   lo.rank = 4;
   lo.targets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"};
@@ -235,7 +222,7 @@ TEST(LmTask, ZeroLoraLeavesLogitsUnchanged) {
 }
 
 TEST(Trainer, LossFallsOnAToySet) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   LoraAdapter::Options lo;
   lo.rank = 4;
   lo.alpha = 8;
@@ -257,7 +244,7 @@ TEST(Trainer, LossFallsOnAToySet) {
 }
 
 TEST(Trainer, WritesTheLogAndLossCurve) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   LmTaskOptions opt;
   opt.train_full = true;
   LmTask task(model, toy_set(), opt);
@@ -281,7 +268,7 @@ TEST(Trainer, WritesTheLogAndLossCurve) {
 
 TEST(Trainer, AccumulationEqualsOneBigBatch) {
   auto run = [](int64_t micro) {
-    auto model = tiny_model();
+    auto model = tiny_llama();
     LmTaskOptions opt;
     opt.train_full = true;
     LmTask task(model, toy_set(), opt);
@@ -300,7 +287,7 @@ TEST(Trainer, AccumulationEqualsOneBigBatch) {
 
 TEST(Trainer, ResumedRunEqualsAnUninterruptedOne) {
   auto run = [](int64_t stop_after, const std::string& dir, bool resume_after) {
-    auto model = tiny_model();
+    auto model = tiny_llama();
     LoraAdapter::Options lo;
     lo.rank = 2;
     lo.dropout = 0.2;  // the per-step RNG reseed must make dropout reproducible across a resume
@@ -326,7 +313,7 @@ TEST(Trainer, ResumedRunEqualsAnUninterruptedOne) {
     }
     if (resume_after) {
       // A new process would rebuild the task from scratch: do the same.
-      auto model2 = tiny_model();
+      auto model2 = tiny_llama();
       auto lora2 = std::make_shared<LoraAdapter>(model2->config(), lo);
       LmTaskOptions opt2;
       opt2.lora = lora2;
@@ -354,7 +341,7 @@ TEST(Trainer, ResumedRunEqualsAnUninterruptedOne) {
 }
 
 TEST(Trainer, ResumeWithAnotherConfigIsRefused) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   LmTaskOptions opt;
   opt.train_full = true;
   LmTask task(model, toy_set(), opt);
@@ -370,7 +357,7 @@ TEST(Trainer, ResumeWithAnotherConfigIsRefused) {
 }
 
 TEST(Trainer, NanLossStopsNamingTheStep) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   {
     torch::NoGradGuard ng;
     model->mutable_weights().layers[1]->w_down[0][0] = std::numeric_limits<float>::quiet_NaN();
@@ -387,7 +374,7 @@ TEST(Trainer, NanLossStopsNamingTheStep) {
 }
 
 TEST(Trainer, ScheduleWarmsUpAndDecays) {
-  auto model = tiny_model();
+  auto model = tiny_llama();
   LmTaskOptions opt;
   opt.train_full = true;
   LmTask task(model, toy_set(), opt);
