@@ -457,8 +457,9 @@ Built build_deep_alignment(const DataBuildConfig& c, const std::vector<Loaded>& 
 // ---- acd_anchors -----------------------------------------------------------------------------
 
 Built build_acd_anchors(const DataBuildConfig& c, const std::vector<Loaded>& harmful,
-                        const std::vector<Loaded>& benign, Answerer& answerer, const std::string& responses_path,
-                        const std::string& judge_name) {
+                        const std::vector<Loaded>& benign, const std::vector<Loaded>& written, const Judge& judge,
+                        Answerer& answerer, const std::string& responses_path) {
+  const std::string judge_name = judge.name();
   const auto& a = c.acd_anchors;
   const std::vector<std::pair<std::string, SystemPrompt>> kinds = {
       {"safe", SystemPrompt::with_text(a.safe_prompt)},
@@ -509,9 +510,31 @@ Built build_acd_anchors(const DataBuildConfig& c, const std::vector<Loaded>& har
                       {"new_tokens", ans.at("new_tokens")},
                       {"finish_reason", ans.at("finish_reason")}});
   }
+  // Written refusals (no generation): the rows the judge sees as refusals join D_HR.
+  size_t hr_written = 0, written_rows = 0;
+  for (const auto& l : written) {
+    for (const auto& ex : l.data.examples) {
+      ++written_rows;
+      const std::string reply = ex.reference.value_or("");
+      if (reply.empty() || !judge.judge(ex.prompt, reply).refused) continue;
+      b.rows.push_back({{"id", "written/" + l.source.dataset + "/" + ex.id},
+                        {"subset", "D_HR"},
+                        {"instruction", ex.prompt},
+                        {"response", reply},
+                        {"harmful", true},
+                        {"system_kind", "written"},
+                        {"dataset", l.source.dataset},
+                        {"source_id", ex.id},
+                        {"finish_reason", "reference"}});
+      ++hr;
+      ++hr_written;
+    }
+  }
   b.counts = {{"harmful_instructions", n_harmful},
               {"benign_instructions", n_benign},
               {"answers", jobs.size()},
+              {"written_refusal_rows", written_rows},
+              {"D_HR_written", hr_written},
               {"D_HR", hr},
               {"D_HA", ha},
               {"D_S", s},
@@ -565,6 +588,7 @@ DataBuildSummary run_data_build(DataBuildConfig config, const DataBuildOptions& 
   } else if (config.builder == "acd_anchors") {
     list_a = load(config.acd_anchors.harmful);
     list_b = load(config.acd_anchors.benign);
+    list_c = load(config.acd_anchors.written_refusals);
   } else {
     fail("unknown builder '", config.builder, "'");
   }
@@ -668,7 +692,7 @@ DataBuildSummary run_data_build(DataBuildConfig config, const DataBuildOptions& 
       built = build_deep_alignment(config, list_a, list_b, list_c, *judge, answerer, responses_path,
                                    from_previous ? &previous : nullptr);
     } else {
-      built = build_acd_anchors(config, list_a, list_b, answerer, responses_path, judge->name());
+      built = build_acd_anchors(config, list_a, list_b, list_c, *judge, answerer, responses_path);
     }
   } catch (const Error& e) {
     write_manifest("failed", nullptr, e.what());

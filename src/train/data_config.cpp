@@ -206,6 +206,7 @@ std::vector<DataSource> DataBuildConfig::sources() const {
   if (builder == "acd_anchors") {
     add(acd_anchors.harmful);
     add(acd_anchors.benign);
+    add(acd_anchors.written_refusals);
   }
   return out;
 }
@@ -221,6 +222,7 @@ void DataBuildConfig::cap_sources(size_t limit) {
   cap(deep_alignment.anchors);
   cap(acd_anchors.harmful);
   cap(acd_anchors.benign);
+  cap(acd_anchors.written_refusals);
 }
 
 YAML::Node DataBuildConfig::resolved() const {
@@ -267,6 +269,7 @@ YAML::Node DataBuildConfig::resolved() const {
     n["acd_anchors"]["safe_prompt"] = a.safe_prompt;
     n["acd_anchors"]["opposite_prompt"] = a.opposite_prompt;
     n["acd_anchors"]["null_system"] = a.null_system.to_yaml();
+    n["acd_anchors"]["written_refusals"] = sources_yaml(a.written_refusals);
   }
   return n;
 }
@@ -398,6 +401,8 @@ DataBuildConfig parse_data_build_config(const std::string& yaml_text, const std:
     auto& a = c.acd_anchors;
     a.harmful = parse_sources(sk.get("harmful"), source, "acd_anchors.harmful", registry, Role::Harmful, true);
     a.benign = parse_sources(sk.get("benign"), source, "acd_anchors.benign", registry, Role::Benign, true);
+    a.written_refusals = parse_sources(sk.get("written_refusals"), source, "acd_anchors.written_refusals", registry,
+                                       Role::Refusals, false);
     sk.read("safe_prompt", a.safe_prompt);
     sk.read("opposite_prompt", a.opposite_prompt);
     SAFEDEC_CHECK(!a.safe_prompt.empty() && !a.opposite_prompt.empty(), yaml_where(source, section),

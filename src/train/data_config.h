@@ -85,6 +85,11 @@ struct AcdAnchorSettings {
   std::string safe_prompt;      // default: kAcdSafePrompt
   std::string opposite_prompt;  // default: kAcdOppositePrompt
   SystemPrompt null_system = SystemPrompt::none();  // the "no system prompt" answers: none | default
+  // Optional harmful instructions with written refusals (safety_tuned): rows whose reply the judge
+  // sees as a refusal join D_HR as they are (system_kind "written"), no generation. For a target
+  // that almost never refuses under any system prompt (SmolLM2-135M: 10 of 300 harmful answers),
+  // D_HR is otherwise too small for L_SP to learn refusing.
+  std::vector<DataSource> written_refusals;
 };
 
 struct DataBuildConfig {

@@ -585,6 +585,48 @@ acd_anchors:
   EXPECT_EQ(read_json(dir / "manifest.json").at("status"), "complete");
 }
 
+// Written refusals (safety_tuned) join D_HR as they are, with no generation; the judge decides which
+// written replies are refusals. The tiny random model's own answers are never refusals to the
+// keyword judge, so every D_HR row here is a written one.
+TEST(DataAcdAnchors, WrittenRefusalsJoinDHrWithoutGeneration) {
+  TempDir dir;
+  std::ostringstream log;
+  const DataBuildConfig config = parse(R"(name: acd_written
+builder: acd_anchors
+judge: keyword
+generation: {max_new_tokens: 4, batch_size: 4}
+acd_anchors:
+  harmful: [{dataset: catqa, limit: 2}]
+  benign: [{dataset: benign_instructions, limit: 2}]
+  written_refusals: [{dataset: safety_tuned, limit: 6, seed: 0}]
+)");
+  const DataBuildSummary s = run_data_build(config, tiny_options(dir.path, &log));
+  EXPECT_EQ(read_rows(dir / "responses.jsonl").size(), 3u * 4u) << "written refusals are not generated";
+  size_t written = 0, hr = 0;
+  for (const auto& r : read_rows(dir / "data.jsonl")) {
+    if (r.at("subset") == "D_HR") ++hr;
+    if (r.at("system_kind") != "written") continue;
+    ++written;
+    EXPECT_EQ(r.at("subset"), "D_HR");
+    EXPECT_EQ(r.at("dataset"), "safety_tuned");
+    EXPECT_EQ(r.at("id").get<std::string>().rfind("written/safety_tuned/", 0), 0u);
+    EXPECT_FALSE(r.at("response").get<std::string>().empty());
+  }
+  EXPECT_GT(written, 0u) << "the keyword judge sees most of safety_tuned's written replies as refusals";
+  EXPECT_LE(written, 6u);
+  EXPECT_EQ(s.counts.at("written_refusal_rows"), 6u);
+  EXPECT_EQ(s.counts.at("D_HR_written"), written);
+  EXPECT_EQ(s.counts.at("D_HR"), hr);
+  // A list that is not harmful with written refusals is refused at parse time.
+  const std::string msg = error_of([&] {
+    parse("name: x\nbuilder: acd_anchors\nacd_anchors:\n  harmful: [catqa]\n  benign: [benign_instructions]\n"
+          "  written_refusals: [benign_instructions]\n");
+  });
+  EXPECT_NE(msg.find("`acd_anchors.written_refusals` needs harmful instructions with written refusals"),
+            std::string::npos)
+      << msg;
+}
+
 TEST(DataAcdAnchors, AnEmptySubsetIsAnErrorThatSaysWhichAndWhy) {
   TempDir dir;
   std::ostringstream log;
