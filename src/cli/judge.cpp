@@ -4,7 +4,9 @@
 // only, never prompts or responses.
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cstdio>
+#include <optional>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -13,8 +15,10 @@
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "core/error.h"
+#include "core/files.h"
 #include "eval/judge.h"
 #include "eval/judge_validation.h"
+#include "eval/rubric_judge.h"
 
 namespace safedec::cli {
 
@@ -26,6 +30,8 @@ struct JudgeArgs {
   std::vector<std::string> params;  // judge.key=value
   std::string keywords;
   bool json = false;
+  bool fit_threshold = false;
+  std::string readings;  // rubric (logprob): per-case probabilities to this JSONL file
   int threads = 0;
 };
 
@@ -69,7 +75,42 @@ int run_validate(const JudgeArgs& a) {
     std::cerr << "[judge] " << n << ": loading\n";
     const auto judge = make_judge(n, options[n]);
     std::cerr << "[judge] " << n << ": judging " << cases.size() << " cases\n";
-    const JudgeValidation v = validate_judge(*judge, cases);
+    // A rubric judge in logprob mode: readings first (probabilities), then verdicts from them.
+    const auto* rubric = dynamic_cast<const RubricJudge*>(judge.get());
+    const bool readable = rubric && rubric->settings().mode == "logprob";
+    SAFEDEC_CHECK(readable || (!a.fit_threshold && a.readings.empty()), "judge validate: --fit-threshold and ",
+                  "--readings need a rubric judge in mode logprob (judge '", n, "' is not one).");
+    JudgeValidation v;
+    std::optional<ThresholdFit> fit;
+    double mean_mass = -1;
+    if (readable) {
+      std::vector<std::pair<std::string, std::string>> items;
+      for (const auto& c : cases) items.emplace_back(c.prompt, c.response);
+      const auto t0 = std::chrono::steady_clock::now();
+      const std::vector<RubricReading> rd = rubric->read_batch(items);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::vector<Verdict> verdicts;
+      std::vector<double> p;
+      std::vector<bool> labels;
+      std::string lines;
+      mean_mass = 0;
+      for (size_t i = 0; i < rd.size(); ++i) {
+        verdicts.push_back(rubric_verdict(rd[i], rubric->settings()));
+        p.push_back(rd[i].p_refusal);
+        labels.push_back(cases[i].human_refusal);
+        mean_mass += rd[i].key_mass / static_cast<double>(rd.size());
+        nlohmann::json j{{"name", cases[i].name},           {"category", cases[i].category},
+                         {"human_refusal", cases[i].human_refusal}, {"p_refusal", rd[i].p_refusal},
+                         {"key_mass", rd[i].key_mass},       {"convincing", rd[i].convincing},
+                         {"specific", rd[i].specific},       {"refused", verdicts.back().refused}};
+        lines += j.dump() + "\n";
+      }
+      v = validate_verdicts(judge->name(), cases, verdicts, seconds);
+      if (a.fit_threshold) fit = fit_threshold_half(p, labels);
+      if (!a.readings.empty()) write_file_atomic(a.readings, lines);
+    } else {
+      v = validate_judge(*judge, cases);
+    }
     if (a.json) {
       nlohmann::json j;
       j["judge"] = v.judge;
@@ -83,6 +124,16 @@ int run_validate(const JudgeArgs& a) {
       j["seconds"] = v.seconds;
       j["responses_per_second"] = v.responses_per_second;
       j["wrong"] = v.wrong;
+      if (mean_mass >= 0) j["mean_key_mass"] = mean_mass;
+      if (fit)
+        j["fit_threshold"] = {{"threshold", fit->threshold},
+                              {"fit_accuracy", fit->fit.accuracy()},
+                              {"held_out_n", fit->held_out.n},
+                              {"held_out_accuracy", fit->held_out.accuracy()},
+                              {"held_out_kappa", fit->held_out.kappa()},
+                              {"held_out_confusion",
+                               {{"tp", fit->held_out.tp}, {"tn", fit->held_out.tn}, {"fp", fit->held_out.fp},
+                                {"fn", fit->held_out.fn}}}};
       std::cout << j.dump() << "\n";
       continue;
     }
@@ -94,6 +145,15 @@ int run_validate(const JudgeArgs& a) {
     if (v.parsed_strict + v.parsed_lenient + v.unparsable > 0)
       std::printf("  answers: %zu strict, %zu lenient, %zu unparsable (%.1f%%; keyword fallback)\n", v.parsed_strict,
                   v.parsed_lenient, v.unparsable, 100.0 * v.unparsable / static_cast<double>(v.overall.n));
+    if (mean_mass >= 0)
+      std::printf("  answers: read from next-token probabilities (logprob); mean P(valid key digit) %.3f\n",
+                  mean_mass);
+    if (fit)
+      std::printf("  threshold fitted on the %zu even-numbered cases: %.4f (fit accuracy %.1f%%); held-out %zu cases: "
+                  "accuracy %.1f%%, kappa %.3f (tp %zu, tn %zu, fp %zu, fn %zu)\n",
+                  fit->fit.n, fit->threshold, 100.0 * fit->fit.accuracy(), fit->held_out.n,
+                  100.0 * fit->held_out.accuracy(), fit->held_out.kappa(), fit->held_out.tp, fit->held_out.tn,
+                  fit->held_out.fp, fit->held_out.fn);
     std::printf("  %.1f s, %.2f judged responses/s\n", v.seconds, v.responses_per_second);
     std::string wrong;
     for (const auto& w : v.wrong) wrong += (wrong.empty() ? "" : " ") + w;
@@ -115,6 +175,10 @@ Runner add_judge(CLI::App& app) {
   val->add_option("--param", a->params, "Judge parameter JUDGE.KEY=VALUE, e.g. rubric.model=smollm2-135m-instruct");
   val->add_option("--keywords", a->keywords, "Refusal keyword list (default data/refusal_keywords.txt)");
   val->add_flag("--json", a->json, "One JSON object per judge");
+  val->add_flag("--fit-threshold", a->fit_threshold,
+                "Rubric (logprob): fit the refusal threshold on the even-numbered cases, report the others");
+  val->add_option("--readings", a->readings,
+                  "Rubric (logprob): write each case's probabilities (name, label, P(refusal); no texts) to this JSONL");
   add_threads_flag(val, a->threads);
   return [a] { return run_validate(*a); };
 }

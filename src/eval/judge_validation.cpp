@@ -1,6 +1,8 @@
 #include "eval/judge_validation.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <set>
 
 #include "core/error.h"
@@ -72,13 +74,19 @@ Agreement agreement(const std::vector<bool>& decisions, const std::vector<bool>&
 }
 
 JudgeValidation validate_judge(const Judge& judge, const std::vector<JudgeCase>& cases) {
-  JudgeValidation v;
-  v.judge = judge.name();
   std::vector<std::pair<std::string, std::string>> items;
   for (const auto& c : cases) items.emplace_back(c.prompt, c.response);
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<Verdict> verdicts = judge.judge_batch(items);
-  v.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return validate_verdicts(judge.name(), cases, verdicts, seconds);
+}
+
+JudgeValidation validate_verdicts(const std::string& judge, const std::vector<JudgeCase>& cases,
+                                  const std::vector<Verdict>& verdicts, double seconds) {
+  JudgeValidation v;
+  v.judge = judge;
+  v.seconds = seconds;
   v.responses_per_second = v.seconds > 0 ? static_cast<double>(cases.size()) / v.seconds : 0.0;
   SAFEDEC_ASSERT(verdicts.size() == cases.size(), "judge_batch returned the wrong number of verdicts");
   std::vector<bool> decisions, labels;
@@ -96,6 +104,42 @@ JudgeValidation validate_judge(const Judge& judge, const std::vector<JudgeCase>&
   v.overall = agreement(decisions, labels);
   for (const auto& [cat, dl] : per) v.by_category[cat] = agreement(dl.first, dl.second);
   return v;
+}
+
+ThresholdFit fit_threshold_half(const std::vector<double>& p_refusal, const std::vector<bool>& labels) {
+  SAFEDEC_CHECK(p_refusal.size() == labels.size() && p_refusal.size() >= 2, "fit_threshold_half: ",
+                p_refusal.size(), " probabilities and ", labels.size(), " labels (need the same number, at least 2).");
+  std::vector<double> fit_p, held_p;
+  std::vector<bool> fit_l, held_l;
+  for (size_t i = 0; i < p_refusal.size(); ++i) {
+    (i % 2 == 0 ? fit_p : held_p).push_back(p_refusal[i]);
+    (i % 2 == 0 ? fit_l : held_l).push_back(labels[i]);
+  }
+  std::vector<double> sorted = fit_p;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  // Candidates: below every fit probability, between neighbours, above every one.
+  std::vector<double> cand{sorted.front() / 2.0};
+  for (size_t k = 0; k + 1 < sorted.size(); ++k) cand.push_back((sorted[k] + sorted[k + 1]) / 2.0);
+  cand.push_back((sorted.back() + 1.0) / 2.0);
+  auto decide = [](const std::vector<double>& p, double t) {
+    std::vector<bool> d;
+    for (double x : p) d.push_back(x >= t);
+    return d;
+  };
+  ThresholdFit best;
+  bool have = false;
+  for (double t : cand) {
+    const Agreement a = agreement(decide(fit_p, t), fit_l);
+    if (!have || a.agree > best.fit.agree ||
+        (a.agree == best.fit.agree && std::abs(t - 0.5) < std::abs(best.threshold - 0.5))) {
+      best.threshold = t;
+      best.fit = a;
+      have = true;
+    }
+  }
+  best.held_out = agreement(decide(held_p, best.threshold), held_l);
+  return best;
 }
 
 }  // namespace safedec

@@ -51,5 +51,18 @@ struct JudgeValidation {
 
 // Judges every case in one judge_batch() call and compares with the labels.
 JudgeValidation validate_judge(const Judge& judge, const std::vector<JudgeCase>& cases);
+// Compares verdicts already made (one per case, in order; `seconds` = the time they took).
+JudgeValidation validate_verdicts(const std::string& judge, const std::vector<JudgeCase>& cases,
+                                  const std::vector<Verdict>& verdicts, double seconds);
+
+// A refusal threshold on a per-case probability (refusal when p >= threshold), fitted on the cases
+// at even positions (0, 2, 4, ...) and measured on the others (held out). The threshold maximises
+// the fit half's accuracy; it is the midpoint between two neighbouring fit probabilities (ties: the
+// one nearest 0.5), so it never sits on a fit case.
+struct ThresholdFit {
+  double threshold = 0.5;
+  Agreement fit, held_out;
+};
+ThresholdFit fit_threshold_half(const std::vector<double>& p_refusal, const std::vector<bool>& labels);
 
 }  // namespace safedec

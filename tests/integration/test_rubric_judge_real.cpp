@@ -13,7 +13,9 @@
 
 #include "core/paths.h"
 #include "eval/judge.h"
+#include "core/error.h"
 #include "eval/judge_validation.h"
+#include "eval/rubric_judge.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -61,39 +63,60 @@ JudgeOptions small_judge(const std::string& batch) {
 
 }  // namespace
 
-TEST(RubricJudgeReal, ParseBookkeepingAndDeterminism) {
+TEST(RubricJudgeReal, LogprobModeIsDeterministicAndGreedyModeKeepsItsBookkeeping) {
   require_cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
   const auto all = load_judge_cases(default_judge_cases_path());
   std::vector<JudgeCase> cases;
   for (size_t i = 0; i < all.size(); i += 60) cases.push_back(all[i]);  // 3 cases, 3 categories
   ASSERT_EQ(cases.size(), 3u);
+  std::vector<std::pair<std::string, std::string>> items;
+  for (const auto& c : cases) items.emplace_back(c.prompt, c.response);
+
+  // Logprob mode (the default): every answer is read, nothing falls back to the keyword judge.
   const auto judge = make_judge("rubric", small_judge("4"));
   EXPECT_EQ(judge->name(), "rubric");
   const JudgeValidation v = validate_judge(*judge, cases);
-  EXPECT_EQ(v.parsed_strict + v.parsed_lenient + v.unparsable, cases.size());
   EXPECT_EQ(v.overall.n, cases.size());
-
-  std::vector<std::pair<std::string, std::string>> items;
-  for (const auto& c : cases) items.emplace_back(c.prompt, c.response);
+  EXPECT_EQ(v.parsed_strict + v.parsed_lenient + v.unparsable, 0u);
   const auto a = judge->judge_batch(items);
   const auto b = judge->judge_batch(items);  // the second call reuses the cached rubric prefix
   ASSERT_EQ(a.size(), cases.size());
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].refused, b[i].refused) << i;
     EXPECT_EQ(a[i].reason, b[i].reason) << i;
-    EXPECT_EQ(a[i].parse, b[i].parse) << i;
-    EXPECT_TRUE(a[i].parse == "strict" || a[i].parse == "lenient" || a[i].parse == "unparsable") << a[i].parse;
-    if (a[i].parse == "unparsable") {
-      EXPECT_FALSE(a[i].score.has_value());
-      EXPECT_NE(a[i].reason.find("keyword fallback"), std::string::npos) << a[i].reason;
+    EXPECT_EQ(a[i].parse, "logprob");
+    EXPECT_EQ(a[i].reason.rfind("rubric (logprob): P(refusal) ", 0), 0u) << a[i].reason;
+    ASSERT_TRUE(a[i].score.has_value());
+    EXPECT_TRUE(*a[i].score >= 0.0 && *a[i].score <= 1.0);
+  }
+  const auto* rubric = dynamic_cast<const RubricJudge*>(judge.get());
+  ASSERT_NE(rubric, nullptr);
+  const auto readings = rubric->read_batch(items);
+  for (size_t i = 0; i < readings.size(); ++i) {
+    EXPECT_EQ(rubric_verdict(readings[i], rubric->settings()).refused, a[i].refused) << i;
+    EXPECT_GT(readings[i].key_mass, 0.0);
+    EXPECT_TRUE(readings[i].convincing >= 1.0 && readings[i].convincing <= 5.0);
+  }
+  // One response alone gets the same decision through judge() as inside its batch.
+  EXPECT_EQ(judge->judge(items[0].first, items[0].second).refused, a[0].refused);
+
+  // Greedy mode: answers are read strictly, leniently or not at all (keyword fallback).
+  JudgeOptions g = small_judge("4");
+  g.params["mode"] = "greedy";
+  const auto greedy = make_judge("rubric", g);
+  const auto ga = greedy->judge_batch(items);
+  const auto gb = greedy->judge_batch(items);
+  for (size_t i = 0; i < ga.size(); ++i) {
+    EXPECT_EQ(ga[i].reason, gb[i].reason) << i;
+    EXPECT_TRUE(ga[i].parse == "strict" || ga[i].parse == "lenient" || ga[i].parse == "unparsable") << ga[i].parse;
+    if (ga[i].parse == "unparsable") {
+      EXPECT_FALSE(ga[i].score.has_value());
+      EXPECT_NE(ga[i].reason.find("keyword fallback"), std::string::npos) << ga[i].reason;
     } else {
-      EXPECT_EQ(a[i].reason.rfind("rubric (", 0), 0u) << a[i].reason;
-      if (a[i].score) EXPECT_TRUE(*a[i].score >= 0.0 && *a[i].score <= 1.0);
+      EXPECT_EQ(ga[i].reason.rfind("rubric (", 0), 0u) << ga[i].reason;
     }
   }
-  // One response alone gets the same answer through judge() as inside its batch of one.
-  const auto one = judge->judge(items[0].first, items[0].second);
-  EXPECT_EQ(one.reason, judge->judge_batch({items[0]})[0].reason);
+  EXPECT_THROW(dynamic_cast<const RubricJudge&>(*greedy).read_batch(items), Error);
 }
 
 TEST(RubricJudgeReal, EvalWithBothJudgesAndRejudge) {
