@@ -72,21 +72,24 @@ void MetricsAccumulator::merge(const MetricsAccumulator& other) {
                 "cannot merge metrics of datasets of different kinds.");
   n_ += other.n_;
   refused_ += other.refused_;
+  skipped_ += other.skipped_;
   new_tokens_ += other.new_tokens_;
   decode_seconds_ += other.decode_seconds_;
   nll_.merge(other.nll_);
 }
 
 DatasetMetrics MetricsAccumulator::summary() const {
-  SAFEDEC_CHECK(n_ > 0, "no example was added, so there are no metrics to report.");
+  SAFEDEC_CHECK(n_ + skipped_ > 0, "no example was added, so there are no metrics to report.");
   DatasetMetrics m;
+  m.n_skipped = skipped_;
+  m.ref_nll = nll_.mean_per_token();
+  if (n_ == 0) return m;  // every prompt skipped: no rate, no ASR (reports say so)
   m.n = n_;
   m.n_refused = refused_;
   m.refusal_rate = static_cast<double>(refused_) / static_cast<double>(n_);
   m.refusal_ci95 = wilson_interval(refused_, n_);
   if (harmful_) m.asr = 1.0 - m.refusal_rate;
   if (over_refusal_probe_) m.over_refusal = m.refusal_rate;
-  m.ref_nll = nll_.mean_per_token();
   m.mean_new_tokens = static_cast<double>(new_tokens_) / static_cast<double>(n_);
   if (decode_seconds_ > 0.0) m.decode_tok_s = static_cast<double>(new_tokens_) / decode_seconds_;
   return m;

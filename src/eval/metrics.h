@@ -54,6 +54,10 @@ struct DatasetMetrics {
   std::optional<double> ref_nll;       // mean per-token reference NLL, nullopt if none
   double mean_new_tokens = 0.0;
   std::optional<double> decode_tok_s;  // new tokens / decode seconds, nullopt when no time recorded
+  // Prompts of the cell that were not generated (longer than the model's context): excluded from
+  // every figure above. n == 0 with n_skipped > 0 means every prompt was skipped: the rates are then
+  // meaningless (0 here, null in results.jsonl) and reports say "all skipped".
+  size_t n_skipped = 0;
 };
 
 // Collects per-example outcomes of one (model, method, dataset) and summarises them.
@@ -63,10 +67,13 @@ class MetricsAccumulator {
   // One generated response: the judge's decision, its new-token count, and the wall-clock seconds
   // spent in the decode phase (prefill excluded) for it.
   void add(bool refused, size_t new_tokens, double decode_seconds);
+  // One prompt that was not generated (it does not fit the context): counted, excluded from the rates.
+  void add_skipped() { ++skipped_; }
   void add_reference_nll(double nll_sum, size_t tokens) { nll_.add(nll_sum, tokens); }
   void merge(const MetricsAccumulator& other);
   size_t count() const { return n_; }
-  // Throws safedec::Error when nothing was added.
+  size_t skipped() const { return skipped_; }
+  // Throws safedec::Error when nothing was added (neither a response nor a skipped prompt).
   DatasetMetrics summary() const;
 
  private:
@@ -74,6 +81,7 @@ class MetricsAccumulator {
   bool over_refusal_probe_;
   size_t n_ = 0;
   size_t refused_ = 0;
+  size_t skipped_ = 0;
   uint64_t new_tokens_ = 0;
   double decode_seconds_ = 0.0;
   NllAccumulator nll_;

@@ -211,8 +211,8 @@ RejudgeSummary rejudge_run(const RejudgeOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& name : o.judges) {
     std::vector<const GenerationRow*> todo;
-    for (const auto& g : gens)
-      if (!done.count(key_row(name, g.model, g.method, g.dataset, g.id))) todo.push_back(&g);
+    for (const auto& g : gens)  // a skipped prompt (over the context) has no response to judge
+      if (!g.skipped && !done.count(key_row(name, g.model, g.method, g.dataset, g.id))) todo.push_back(&g);
     if (todo.empty()) continue;
     JudgeOptions jo = o.options.count(name) ? o.options.at(name) : JudgeOptions{};
     if (jo.keywords_path.empty()) jo.keywords_path = run.keywords_path;

@@ -107,7 +107,7 @@ std::string plot_safety_vs_over_refusal(const std::vector<ResultRow>& rows, cons
   size_t k = 0;
   for (const auto& method : distinct(rows, [](const ResultRow& r) { return r.method; })) {
     const ResultRow* probe = find_row(rows, model, method, over_refusal_dataset);
-    if (!probe) continue;
+    if (!probe || probe->metrics.n == 0) continue;  // no probe, or every probe prompt skipped
     double sum = 0;
     size_t n = 0;
     const ResultRow* only = nullptr;
@@ -281,7 +281,9 @@ std::string summary_section(const ReportInputs& in) {
       const Interval ci = wilson_interval(k, p.harmful_n);
       asr = pct(double(k) / double(p.harmful_n)) + " [" + pct(ci.lo) + ", " + pct(ci.hi) + "]";
     }
-    if (p.probe)
+    if (p.probe && p.probe->n == 0)
+      over = "— (all " + std::to_string(p.probe->n_skipped) + " skipped)";
+    else if (p.probe)
       over = pct(p.probe->refusal_rate) + " [" + pct(p.probe->refusal_ci95.lo) + ", " + pct(p.probe->refusal_ci95.hi) +
              "]";
     if (p.seconds > 0) {
@@ -323,12 +325,24 @@ std::string render_report_markdown(const ReportInputs& in, const std::vector<std
       if (base && base->metrics.decode_tok_s && m.decode_tok_s && *m.decode_tok_s > 0)
         atgr = fixed(*base->metrics.decode_tok_s / *m.decode_tok_s, 2);
       md += "| " + md_cell(r.model) + " | " + md_cell(r.method) + " | " + md_cell(r.dataset) + " | " +
-            md_cell(r.judge) + " | " + std::to_string(m.n) + " | " + pct(m.refusal_rate) + " [" +
-            pct(m.refusal_ci95.lo) + ", " + pct(m.refusal_ci95.hi) + "] | " +
+            md_cell(r.judge) + " | " + std::to_string(m.n) +
+            (m.n_skipped ? " (+" + std::to_string(m.n_skipped) + " skipped)" : std::string()) + " | " +
+            (m.n == 0 ? "— (all " + std::to_string(m.n_skipped) + " prompts skipped)"
+                      : pct(m.refusal_rate) + " [" + pct(m.refusal_ci95.lo) + ", " + pct(m.refusal_ci95.hi) + "]") +
+            " | " +
             (m.asr ? pct(*m.asr) : "—") + " | " + (m.over_refusal ? pct(*m.over_refusal) : "—") +
             " | " + (m.ref_nll ? fixed(*m.ref_nll, 3) : "—") + " | " + fixed(m.mean_new_tokens, 1) +
             " | " + (m.decode_tok_s ? fixed(*m.decode_tok_s, 1) : "—") + " | " + atgr + " |\n";
     }
+    std::string skipped;
+    for (const auto& r : in.rows)
+      if (r.metrics.n_skipped > 0)
+        skipped += "- " + md_cell(r.model) + " / " + md_cell(r.method) + " / " + md_cell(r.dataset) + ": " +
+                   std::to_string(r.metrics.n_skipped) + " skipped" +
+                   (r.metrics.n == 0 ? " (all of them: no rate for this cell)" : std::string()) + "\n";
+    if (!skipped.empty())
+      md += "\nSkipped prompts (longer than the model's context; not generated, left out of n and of every rate; "
+            "ids and reasons in `results.jsonl` 'skipped' and `generations.jsonl`):\n\n" + skipped;
     md += "\n" + (in.judge_note.empty() ? default_judge_note(judges) : in.judge_note) + "\n";
   }
   if (!in.judges_section.empty()) md += "\n" + in.judges_section;
@@ -357,7 +371,7 @@ std::vector<std::string> write_report(const std::string& dir, const ReportInputs
     bool has_probe = false, has_harmful = false;
     for (const auto& r : in.rows) {
       if (r.model != model) continue;
-      has_probe = has_probe || r.dataset == in.over_refusal_dataset;
+      has_probe = has_probe || (r.dataset == in.over_refusal_dataset && r.metrics.n > 0);
       has_harmful = has_harmful || r.metrics.asr.has_value();
     }
     const std::string suffix = models.size() > 1 ? "_" + slug(model) : "";

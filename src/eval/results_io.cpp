@@ -58,13 +58,19 @@ json to_json(const ResultRow& row) {
   j["judge"] = row.judge;
   j["n"] = m.n;
   j["n_refused"] = m.n_refused;
-  j["refusal_rate"] = m.refusal_rate;
+  j["n_skipped"] = m.n_skipped;
+  j["refusal_rate"] = m.n > 0 ? json(m.refusal_rate) : json(nullptr);  // every prompt skipped: no rate
   j["refusal_ci95"] = json::array({m.refusal_ci95.lo, m.refusal_ci95.hi});
   j["asr"] = opt(m.asr);
   j["over_refusal"] = opt(m.over_refusal);
   j["ref_nll"] = m.ref_nll ? finite_or_null(*m.ref_nll) : json(nullptr);
   j["mean_new_tokens"] = m.mean_new_tokens;
   j["decode_tok_s"] = m.decode_tok_s ? finite_or_null(*m.decode_tok_s) : json(nullptr);
+  if (!row.skipped.empty()) {
+    json s = json::array();
+    for (const auto& [id, reason] : row.skipped) s.push_back({{"id", id}, {"reason", reason}});
+    j["skipped"] = s;
+  }
   return j;
 }
 
@@ -80,6 +86,7 @@ json to_json(const GenerationRow& row) {
   if (row.decode_seconds) j["decode_seconds"] = finite_or_null(*row.decode_seconds);
   if (row.refused) j["refused"] = *row.refused;
   if (row.judge_reason) j["judge_reason"] = *row.judge_reason;
+  if (row.skipped) j["skipped"] = *row.skipped;
   return j;
 }
 
@@ -93,7 +100,11 @@ ResultRow result_row_from_json(const json& j, const std::string& where) {
   m.n = get_required<size_t>(j, "n", where);
   m.n_refused = j.contains("n_refused") ? get_required<size_t>(j, "n_refused", where)
                                         : static_cast<size_t>(0);
-  m.refusal_rate = get_required<double>(j, "refusal_rate", where);
+  m.n_skipped = j.contains("n_skipped") ? get_required<size_t>(j, "n_skipped", where) : static_cast<size_t>(0);
+  // A cell whose every prompt was skipped has no rate (null).
+  m.refusal_rate = m.n == 0 && j.contains("refusal_rate") && j["refusal_rate"].is_null()
+                       ? 0.0
+                       : get_required<double>(j, "refusal_rate", where);
   const auto ci = get_required<std::vector<double>>(j, "refusal_ci95", where);
   SAFEDEC_CHECK(ci.size() == 2, where, ": refusal_ci95 must be [lo, hi].");
   m.refusal_ci95 = {ci[0], ci[1]};
@@ -102,6 +113,12 @@ ResultRow result_row_from_json(const json& j, const std::string& where) {
   m.ref_nll = get_optional_number(j, "ref_nll", where);
   m.mean_new_tokens = get_required<double>(j, "mean_new_tokens", where);
   m.decode_tok_s = get_optional_number(j, "decode_tok_s", where);
+  if (j.contains("skipped")) {
+    SAFEDEC_CHECK(j["skipped"].is_array(), where, ": key 'skipped' must be a list of {id, reason}.");
+    for (const auto& s : j["skipped"])
+      r.skipped.emplace_back(get_required<std::string>(s, "id", where + " 'skipped'"),
+                             get_required<std::string>(s, "reason", where + " 'skipped'"));
+  }
   return r;
 }
 
@@ -120,6 +137,7 @@ GenerationRow generation_row_from_json(const json& j, const std::string& where) 
     g.refused = get_required<bool>(j, "refused", where);
   if (j.contains("judge_reason") && !j["judge_reason"].is_null())
     g.judge_reason = get_required<std::string>(j, "judge_reason", where);
+  if (j.contains("skipped") && !j["skipped"].is_null()) g.skipped = get_required<std::string>(j, "skipped", where);
   return g;
 }
 
@@ -232,6 +250,10 @@ MetricsAccumulator accumulate_generations(const std::vector<GenerationRow>& rows
   for (const auto& g : rows) {
     if (g.model != model || g.method != method || g.dataset != dataset) continue;
     if (!seen.insert(g.id).second) continue;  // a duplicate from a retried write counts once
+    if (g.skipped) {  // not generated (over the context): counted, left out of every rate
+      acc.add_skipped();
+      continue;
+    }
     SAFEDEC_CHECK(g.refused.has_value(), "generation '", g.id, "' of ", model, " / ", method, " / ",
                   dataset, " has no judge verdict ('refused'), so its metrics cannot be rebuilt.");
     acc.add(*g.refused, g.new_tokens.value_or(0), g.decode_seconds.value_or(0.0));

@@ -21,10 +21,15 @@ struct ResultRow {
   std::string dataset;
   std::string judge;
   DatasetMetrics metrics;
+  // The prompts of the cell that were skipped, as (id, reason) (JSON: "skipped": [{id, reason}], present
+  // only when some were; metrics.n_skipped counts them). No prompt text.
+  std::vector<std::pair<std::string, std::string>> skipped;
 };
 
 // One row of generations.jsonl. JSON keys: id, model, method, dataset, output, finish_reason, and
-// when known new_tokens, decode_seconds, refused, judge_reason.
+// when known new_tokens, decode_seconds, refused, judge_reason. A prompt that was not generated (it
+// does not fit the model's context) is a row with "skipped": REASON, output "", finish_reason
+// "skipped" and no verdict: it counts as done for --resume and is left out of every metric.
 struct GenerationRow {
   std::string id;
   std::string model;
@@ -36,6 +41,7 @@ struct GenerationRow {
   std::optional<double> decode_seconds;
   std::optional<bool> refused;
   std::optional<std::string> judge_reason;
+  std::optional<std::string> skipped{};  // why the prompt was not generated (no prompt text)
 };
 
 nlohmann::json to_json(const ResultRow& row);

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "artifacts/artifact.h"
+#include "core/context_overflow.h"
 #include "core/error.h"
 #include "core/jsonl.h"
 #include "decoding/model_bundle.h"
@@ -106,7 +107,7 @@ SweepPoint sweep_point(const std::vector<ResultRow>& rows, const std::string& mo
       n += r.metrics.n;
       refused += r.metrics.n_refused;
     }
-    if (r.dataset == probe) p.over_refusal = r.metrics.refusal_rate;
+    if (r.dataset == probe && r.metrics.n > 0) p.over_refusal = r.metrics.refusal_rate;
   }
   if (n > 0) p.asr = 1.0 - static_cast<double>(refused) / static_cast<double>(n);
   return p;
@@ -192,6 +193,50 @@ std::vector<json> merge_shard_rows(const std::string& run_path, int world, const
   return out;
 }
 
+// Why a prompt of `prompt_tokens` tokens cannot be generated with `max_new` new tokens in a context
+// of `context` positions, or "" when it fits (context <= 0: unknown, no limit).
+std::string context_skip_reason(size_t prompt_tokens, int64_t max_new, int64_t context) {
+  const int64_t n = static_cast<int64_t>(prompt_tokens);
+  if (context <= 0 || n + max_new <= context) return "";
+  if (n > context)
+    return "prompt is " + std::to_string(n) + " tokens, over the model's context " + std::to_string(context);
+  return "prompt is " + std::to_string(n) + " tokens and max_new_tokens is " + std::to_string(max_new) + ": " +
+         std::to_string(n + max_new) + " positions, over the model's context " + std::to_string(context);
+}
+
+// The prompts of `prompts` that the method cannot prefill alone because they (with what the method
+// adds: a system prompt, soft-prompt vectors, an expert's own template) overflow the context, as
+// index -> the prefill's reason. Only called after a batch overflowed, so it is off the usual path.
+std::map<size_t, std::string> overflowing_prompts(MethodFactory& factory, const std::vector<StrategyPrompt>& prompts,
+                                                  int64_t extra_slots) {
+  std::map<size_t, std::string> out;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    try {
+      torch::InferenceMode guard;
+      auto strategy = factory.make();
+      strategy->start({prompts[i]}, extra_slots);
+    } catch (const ContextOverflow& e) {
+      out[i] = e.what();
+    }
+  }
+  return out;
+}
+
+// The skipped prompts of one cell, in dataset order, as (id, reason).
+std::vector<std::pair<std::string, std::string>> skipped_in_cell(const std::vector<GenerationRow>& rows,
+                                                                 const std::string& model,
+                                                                 const std::string& method, const Dataset& ds) {
+  std::map<std::string, std::string> reason;
+  for (const auto& g : rows)
+    if (g.skipped && g.model == model && g.method == method && g.dataset == ds.spec.name) reason[g.id] = *g.skipped;
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& ex : ds.examples) {
+    auto it = reason.find(ex.id);
+    if (it != reason.end()) out.emplace_back(ex.id, it->second);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string format_results_table(const std::vector<ResultRow>& rows) {
@@ -209,17 +254,21 @@ std::string format_results_table(const std::vector<ResultRow>& rows) {
   o << buf;
   for (const auto& r : rows) {
     const auto& m = r.metrics;
-    const std::string ci = "[" + fmt_rate(m.refusal_ci95.lo) + "," + fmt_rate(m.refusal_ci95.hi) + "]";
+    const std::string ci = m.n == 0 ? "all skipped" : "[" + fmt_rate(m.refusal_ci95.lo) + "," + fmt_rate(m.refusal_ci95.hi) + "]";
     const std::string asr = m.asr ? fmt_rate(*m.asr) : "-";
     char nll[32] = "-", rate[32] = "-";
     if (m.ref_nll) std::snprintf(nll, sizeof nll, "%.3f", *m.ref_nll);
     if (m.decode_tok_s) std::snprintf(rate, sizeof rate, "%.1f", *m.decode_tok_s);
     std::snprintf(buf, sizeof buf, "%-*s  %-*s  %-*s  %5zu  %8s  %15s  %6s  %7s  %8.1f  %9s\n",
                   static_cast<int>(wmod), r.model.c_str(), static_cast<int>(wm), r.method.c_str(),
-                  static_cast<int>(wd), r.dataset.c_str(), m.n, fmt_rate(m.refusal_rate).c_str(), ci.c_str(),
+                  static_cast<int>(wd), r.dataset.c_str(), m.n, m.n == 0 ? "-" : fmt_rate(m.refusal_rate).c_str(), ci.c_str(),
                   asr.c_str(), nll, m.mean_new_tokens, rate);
     o << buf;
   }
+  for (const auto& r : rows)
+    if (r.metrics.n_skipped > 0)
+      o << "skipped: " << r.model << " / " << r.method << " / " << r.dataset << ": " << r.metrics.n_skipped
+        << " prompt(s) longer than the model's context, left out of every figure (results.jsonl 'skipped')\n";
   return o.str();
 }
 
@@ -443,28 +492,78 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
         gopt.sampling = config.generation.sampling;
         Generator gen(gopt);
         const size_t B = static_cast<size_t>(config.generation.batch_size);
+        const int64_t context = bundle.model->config().context_length;
         size_t done_in_cell = have_in_shard;
+        // A prompt that does not fit the context is not generated: its row records why (no prompt text),
+        // counts as done for --resume and is left out of every metric.
+        auto skip = [&](const Example& ex, const std::string& reason) {
+          GenerationRow g;
+          g.id = ex.id;
+          g.model = model_spec.label;
+          g.method = method.label;
+          g.dataset = dname;
+          g.finish_reason = "skipped";
+          g.skipped = reason;
+          append_jsonl(gen_out, to_json(g));
+          generations.push_back(std::move(g));
+          log << "[eval] " << method.label << " x " << dname << ": skipped prompt " << ex.id << " (" << reason
+              << ")\n";
+        };
         for (size_t first = 0; first < todo.size(); first += B) {
           const size_t last = std::min(todo.size(), first + B);
           std::vector<StrategyPrompt> prompts;
+          std::vector<const Example*> batch;  // the examples of `prompts`
           for (size_t i = first; i < last; ++i) {
             const Example& ex = *todo[i];
-            prompts.push_back(bundle.make_prompt(
-                ex.id, ex.prompt, ex.system.empty() ? std::nullopt : std::optional<std::string>(ex.system)));
+            StrategyPrompt p = bundle.make_prompt(
+                ex.id, ex.prompt, ex.system.empty() ? std::nullopt : std::optional<std::string>(ex.system));
+            const std::string reason = context_skip_reason(p.ids.size(), gopt.max_new_tokens, context);
+            if (!reason.empty()) {
+              skip(ex, reason);
+              continue;
+            }
+            prompts.push_back(std::move(p));
+            batch.push_back(&ex);
           }
           std::vector<GenerationResult> results;
           GenerationStats stats;
-          {
-            torch::InferenceMode guard;
-            auto strategy = factory.make();
-            results = gen.run(*strategy, prompts, &stats);
+          if (!prompts.empty()) {
+            try {
+              torch::InferenceMode guard;
+              auto strategy = factory.make();
+              results = gen.run(*strategy, prompts, &stats);
+            } catch (const ContextOverflow&) {
+              // The method made some prompt longer than the context: find which, skip them, run the rest.
+              const auto over = overflowing_prompts(factory, prompts, gopt.max_new_tokens);
+              if (over.empty()) throw;
+              std::vector<StrategyPrompt> kept;
+              std::vector<const Example*> kept_batch;
+              for (size_t i = 0; i < prompts.size(); ++i) {
+                auto it = over.find(i);
+                if (it != over.end()) {
+                  skip(*batch[i], it->second);
+                } else {
+                  kept.push_back(std::move(prompts[i]));
+                  kept_batch.push_back(batch[i]);
+                }
+              }
+              prompts = std::move(kept);
+              batch = std::move(kept_batch);
+              stats = GenerationStats{};
+              if (!prompts.empty()) {
+                torch::InferenceMode guard;
+                auto strategy = factory.make();
+                results = gen.run(*strategy, prompts, &stats);
+              }
+            }
           }
           const auto secs = share_seconds(results, stats.decode_seconds);
           std::vector<std::pair<std::string, std::string>> judged;  // one batched call (model-based judges)
-          for (size_t i = 0; i < results.size(); ++i) judged.emplace_back(todo[first + i]->prompt, results[i].text);
-          const std::vector<Verdict> verdicts = judge->judge_batch(judged);
+          for (size_t i = 0; i < results.size(); ++i) judged.emplace_back(batch[i]->prompt, results[i].text);
+          const std::vector<Verdict> verdicts =
+              judged.empty() ? std::vector<Verdict>{} : judge->judge_batch(judged);
           for (size_t i = 0; i < results.size(); ++i) {
-            const Example& ex = *todo[first + i];
+            const Example& ex = *batch[i];
             const Verdict& v = verdicts[i];
             GenerationRow g;
             g.id = ex.id;
@@ -480,11 +579,11 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             append_jsonl(gen_out, to_json(g));
             generations.push_back(std::move(g));
           }
-          done_in_cell += results.size();
+          done_in_cell += last - first;
           const double rate = stats.decode_seconds > 0 ? stats.new_tokens / stats.decode_seconds : 0.0;
           char note[48];
           std::snprintf(note, sizeof note, "%.1f tok/s", rate);
-          bar.tick(results.size(), note);
+          bar.tick(last - first, note);
           if (options.after_batch) options.after_batch(cell_index, done_in_cell);
         }
 
@@ -504,11 +603,17 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             r.floored = j.value("floored", int64_t{0});
             scored[j.at("id").get<std::string>()] = r;
           }
+          std::set<std::string> skipped_ids;  // prompts over the context: no generation, no NLL either
+          for (const auto& g : generations)
+            if (g.skipped && g.model == model_spec.label && g.method == method.label && g.dataset == dname)
+              skipped_ids.insert(g.id);
           std::vector<const Example*> nll_todo;
           for (int64_t i = shard_lo; i < shard_hi; ++i) {
             const Example& ex = ds.examples[static_cast<size_t>(i)];
-            if (!scored.count(ex.id) && ex.reference && !ex.reference->empty()) nll_todo.push_back(&ex);
+            if (!scored.count(ex.id) && !skipped_ids.count(ex.id) && ex.reference && !ex.reference->empty())
+              nll_todo.push_back(&ex);
           }
+          size_t nll_unscored = 0;  // prompt + reference do not fit the context even with the method's additions
           bar.skip(shard_n - nll_todo.size());  // already scored, or no reference
           for (size_t first = 0; first < nll_todo.size(); first += B) {
             const size_t last = std::min(nll_todo.size(), first + B);
@@ -521,17 +626,37 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
               if (ids.empty()) continue;
               if (static_cast<int64_t>(ids.size()) > config.ref_nll.max_tokens)
                 ids.resize(static_cast<size_t>(config.ref_nll.max_tokens));
-              prompts.push_back(bundle.make_prompt(
-                  ex.id, ex.prompt, ex.system.empty() ? std::nullopt : std::optional<std::string>(ex.system)));
+              StrategyPrompt p = bundle.make_prompt(
+                  ex.id, ex.prompt, ex.system.empty() ? std::nullopt : std::optional<std::string>(ex.system));
+              if (context > 0 && static_cast<int64_t>(p.ids.size() + ids.size()) > context) {
+                ++nll_unscored;  // the reference does not fit after the prompt
+                continue;
+              }
+              prompts.push_back(std::move(p));
               refs.push_back(std::move(ids));
               batch.push_back(&ex);
             }
             if (!prompts.empty()) {
               std::vector<RefNll> out;
-              {
+              try {
                 torch::InferenceMode guard;
                 auto strategy = factory.make();
                 out = teacher_forced_nll(*strategy, prompts, refs);
+              } catch (const ContextOverflow&) {
+                // The method lengthens some prompt past the context: score the rows one by one, leaving
+                // out those that overflow alone.
+                std::vector<const Example*> kept;
+                for (size_t i = 0; i < prompts.size(); ++i) {
+                  try {
+                    torch::InferenceMode guard;
+                    auto strategy = factory.make();
+                    out.push_back(teacher_forced_nll(*strategy, {prompts[i]}, {refs[i]}).at(0));
+                    kept.push_back(batch[i]);
+                  } catch (const ContextOverflow&) {
+                    ++nll_unscored;
+                  }
+                }
+                batch = std::move(kept);
               }
               for (size_t i = 0; i < out.size(); ++i) {
                 append_jsonl(nll_out, json{{"id", batch[i]->id},
@@ -546,6 +671,9 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             }
             bar.tick(last - first, "ref NLL");
           }
+          if (nll_unscored > 0)
+            log << "[eval] " << method.label << " x " << dname << ": " << nll_unscored
+                << " reference answer(s) do not fit the model's context after their prompt and were not scored\n";
         }
         bar.finish();
         if (trace->out) trace->out.reset();
@@ -589,18 +717,25 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
             log << "[eval] " << method.label << " x " << dname << ": " << floored
                 << " reference tokens had probability < 1e-9 under the method and were scored at -log(1e-9)\n";
         }
-        SAFEDEC_CHECK(acc.count() == ds.examples.size(), "internal: cell ", method.label, " x ", dname, " has ",
-                      acc.count(), " generations for ", ds.examples.size(), " examples");
+        SAFEDEC_CHECK(acc.count() + acc.skipped() == ds.examples.size(), "internal: cell ", method.label, " x ",
+                      dname, " has ", acc.count(), " generations and ", acc.skipped(), " skipped prompts for ",
+                      ds.examples.size(), " examples");
         ResultRow row;
         row.model = model_spec.label;
         row.method = method.label;
         row.dataset = dname;
         row.judge = judge->name();
         row.metrics = acc.summary();
+        row.skipped = skipped_in_cell(group ? cell_rows : generations, model_spec.label, method.label, ds);
         append_jsonl(results_path, to_json(row));
         done_cells.insert(cell_key(row.model, row.method, row.dataset));
-        log << "[eval] " << label << ": n " << row.metrics.n << ", refusal " << fmt_rate(row.metrics.refusal_rate)
-            << (row.metrics.ref_nll ? ", ref NLL " + fmt_rate(*row.metrics.ref_nll) : std::string()) << "\n";
+        if (row.metrics.n == 0)
+          log << "[eval] " << label << ": all " << row.metrics.n_skipped
+              << " prompts skipped (longer than the model's context); no rate\n";
+        else
+          log << "[eval] " << label << ": n " << row.metrics.n << ", refusal " << fmt_rate(row.metrics.refusal_rate)
+              << (row.metrics.n_skipped ? ", " + std::to_string(row.metrics.n_skipped) + " skipped" : std::string())
+              << (row.metrics.ref_nll ? ", ref NLL " + fmt_rate(*row.metrics.ref_nll) : std::string()) << "\n";
       }
     }
   }

@@ -7,6 +7,7 @@
 #include <limits>
 #include <numeric>
 
+#include "core/context_overflow.h"
 #include "core/error.h"
 #include "core/paths.h"
 #include "io/safetensors.h"
@@ -162,10 +163,11 @@ torch::Tensor prefill_rows(const CausalLM& model, const std::vector<BranchRow>& 
     any_embeds = any_embeds || r.embeds.defined();
   }
   const int64_t context = model.config().context_length;
-  SAFEDEC_CHECK(context <= 0 || T + extra_slots <= context, "the prompt has ", T,
-                any_embeds ? " positions (tokens and soft-prompt vectors)" : " tokens", " and up to ",
-                extra_slots, " new tokens were asked for, but the model's context window is ", context,
-                " tokens; shorten the prompt or lower --max-new-tokens");
+  if (context > 0 && T + extra_slots > context)
+    throw ContextOverflow(detail::concat(
+        "the prompt has ", T, any_embeds ? " positions (tokens and soft-prompt vectors)" : " tokens", " and up to ",
+        extra_slots, " new tokens were asked for, but the model's context window is ", context,
+        " tokens; shorten the prompt or lower --max-new-tokens"));
 
   // Stored prefixes, and the positions each row still has to run through the model.
   std::vector<std::shared_ptr<const PrefixKvStore::Entry>> stored(B);
