@@ -1,5 +1,6 @@
 // Artifact directories: manifest.json parsing/validation, model checks and the atomic writer.
 #include "artifacts/artifact.h"
+#include "artifacts/tensor_check.h"
 
 #include <unistd.h>
 
@@ -262,13 +263,44 @@ std::string ArtifactWriter::commit() {
 std::map<std::string, torch::Tensor> read_tensors_f32(const std::string& path) {
   auto file = SafetensorsFile::open(path);
   std::map<std::string, torch::Tensor> out;
-  for (const auto& t : file->tensors()) {
-    std::vector<float> data = safetensors_to_float32(t);
-    torch::Tensor x = torch::from_blob(data.data(), t.shape, torch::kFloat32).clone();
-    SAFEDEC_CHECK(torch::isfinite(x).all().item<bool>(), "the tensor '", t.name, "' in ", path, " holds NaN/Inf");
-    out.emplace(t.name, x);
-  }
+  for (const auto& t : file->tensors()) out.emplace(t.name, artifact_tensor_f32(t, path));
   return out;
+}
+
+bool artifact_dtype_supported(const SafetensorsTensor& t) {
+  switch (t.dtype) {
+    case SafetensorsDtype::F32:
+    case SafetensorsDtype::F16:
+    case SafetensorsDtype::BF16:
+    case SafetensorsDtype::F64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void check_artifact_values(const torch::Tensor& x, const std::string& what) {
+  if (x.numel() == 0) return;
+  const torch::Tensor finite = torch::isfinite(x);
+  if (!finite.all().item<bool>()) {
+    const int64_t bad = x.numel() - finite.sum().item<int64_t>();
+    fail("the ", what, " holds ", bad, " NaN/Inf value(s); the file is corrupt (or was written by a diverged ",
+         "training run): make it again");
+  }
+  const double peak = x.abs().max().item<double>();
+  SAFEDEC_CHECK(peak <= kMaxArtifactMagnitude, "the ", what, " has an entry of magnitude ", peak,
+                ", beyond the limit ", kMaxArtifactMagnitude, " for any trained artifact; the file is corrupt or not ",
+                "this kind of artifact: make it again");
+}
+
+torch::Tensor artifact_tensor_f32(const SafetensorsTensor& t, const std::string& path) {
+  SAFEDEC_CHECK(artifact_dtype_supported(t), "the tensor '", t.name, "' in ", path, " is stored as ",
+                safetensors_dtype_name(t.dtype), "; artifact tensors must be floating point (F32, F16, BF16 or ",
+                "F64): the file is corrupt or not this kind of artifact");
+  std::vector<float> data = safetensors_to_float32(t);
+  torch::Tensor x = torch::from_blob(data.data(), t.shape, torch::kFloat32).clone();
+  check_artifact_values(x, "tensor '" + t.name + "' in " + path);
+  return x;
 }
 
 torch::Tensor read_tensor_f32(const std::string& path_in, const std::string& name) {
@@ -278,10 +310,7 @@ torch::Tensor read_tensor_f32(const std::string& path_in, const std::string& nam
   auto file = SafetensorsFile::open(path);
   const SafetensorsTensor* t = file->find(name);
   SAFEDEC_CHECK(t != nullptr, "the safetensors file ", path, " has no tensor '", name, "'");
-  std::vector<float> data = safetensors_to_float32(*t);
-  torch::Tensor x = torch::from_blob(data.data(), t->shape, torch::kFloat32).clone();
-  SAFEDEC_CHECK(torch::isfinite(x).all().item<bool>(), "the tensor '", name, "' in ", path, " holds NaN/Inf");
-  return x;
+  return artifact_tensor_f32(*t, path);
 }
 
 std::string resolve_artifact_path(const std::string& path) {

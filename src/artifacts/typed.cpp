@@ -1,5 +1,6 @@
 // Load/save of every artifact kind (directory + manifest contract in artifact.cpp).
 #include "artifacts/typed.h"
+#include "artifacts/tensor_check.h"
 
 #include <filesystem>
 #include <fstream>
@@ -42,10 +43,6 @@ Located locate(const std::string& path_in, ArtifactKind kind, const std::string&
     loc.tensors = path;
   }
   return loc;
-}
-
-void check_finite(const torch::Tensor& t, const std::string& what, const std::string& where) {
-  SAFEDEC_CHECK(torch::isfinite(t).all().item<bool>(), what, " in ", where, " holds NaN/Inf values");
 }
 
 }  // namespace
@@ -92,7 +89,8 @@ std::shared_ptr<LoraAdapter> load_lora_adapter(const std::string& dir_in, const 
   opt.alpha = cfg.contains("lora_alpha") && cfg["lora_alpha"].is_number() ? cfg["lora_alpha"].get<double>()
                                                                           : static_cast<double>(opt.rank);
   if (cfg.contains("lora_dropout") && cfg["lora_dropout"].is_number()) opt.dropout = cfg["lora_dropout"].get<double>();
-  SAFEDEC_CHECK(std::isfinite(opt.alpha), cfg_path, ": `lora_alpha` must be finite");
+  SAFEDEC_CHECK(std::isfinite(opt.alpha) && std::abs(opt.alpha) <= kMaxArtifactMagnitude, cfg_path,
+                ": `lora_alpha` must be a finite number of magnitude at most ", kMaxArtifactMagnitude, ", got ", opt.alpha);
   opt.targets.clear();
   auto adapter = std::make_shared<LoraAdapter>(opt);
   const std::string weights = dir + "/adapter_model.safetensors";
@@ -120,9 +118,7 @@ std::shared_ptr<LoraAdapter> load_lora_adapter(const std::string& dir_in, const 
       fail(weights, ": tensor '", t.name, "' is not a LoRA factor this loader understands (expected ",
            "base_model.model.model.layers.<l>.self_attn|mlp.<proj>.lora_A|B.weight)");
     }
-    std::vector<float> data = safetensors_to_float32(t);
-    torch::Tensor x = torch::from_blob(data.data(), t.shape, torch::kFloat32).clone();
-    check_finite(x, "LoRA factor " + t.name, weights);
+    torch::Tensor x = artifact_tensor_f32(t, weights);  // float dtype, finite, bounded
     auto [out_f, in_f] = linear_shape(model, kind);
     auto& f = found[{layer, static_cast<int>(kind)}];
     f.scale = scale;
