@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/files.h"
 #include "core/jsonl.h"
+#include "core/numbers.h"
 #include "core/paths.h"
 #include "core/sha256.h"
 #include "dist/dist.h"
@@ -981,7 +982,9 @@ TrainRunResult run_train_config(const std::string& config_path, const TrainRunOp
   top.add("pipeline", c.pipeline, "what is trained").one_of(known_pipelines());
   top.add("model", c.model, "the target model (registered name or path)");
   top.add("seed", c.seed, "seed of shuffling, initialisation, augmentation and dropout");
-  top.add("threads", c.threads, "CPU threads (0 = all cores)").range(0, 1024);
+  // The CLI's --threads cap (core/numbers.h max_threads: 4 x hardware threads, at most 256); 0 = not set.
+  top.add("threads", c.threads, "CPU threads (0 = LibTorch's default, else 1..4 x this machine's hardware threads, at most 256)")
+      .range(0, max_threads());
   declare_train(train, c);
   top.section("train", train);
   declare_lora(lora, c.lora);

@@ -277,28 +277,47 @@ int64_t Trainer::load_checkpoint(std::vector<StepLog>& log) {
   if (all.empty()) return 0;
   std::sort(all.begin(), all.end());
   const std::string dir = root + "/" + all.back();
+  const std::string state_path = dir + "/state.json";
   json state;
   try {
-    state = json::parse(read_text(dir + "/state.json"));
+    state = json::parse(read_text(state_path));
   } catch (const json::exception& e) {
-    fail("the checkpoint ", dir, "/state.json is not valid JSON: ", e.what());
+    fail("the checkpoint ", state_path, " is not valid JSON (", e.what(), "); the checkpoint is corrupt: delete ", dir,
+         " to resume from the one before it, or start over with --force");
   }
-  SAFEDEC_CHECK(state.value("config_hash", std::string()) == config_hash_, "cannot resume from ", dir,
+  auto bad_state = [&](const std::string& what) {
+    fail("the checkpoint ", state_path, " ", what, "; the checkpoint is corrupt: delete ", dir,
+         " to resume from the one before it, or start over with --force");
+  };
+  if (!state.is_object()) bad_state("is not a JSON object");
+  if (!state.contains("step") || !state["step"].is_number_integer()) bad_state("has no integer `step`");
+  if (!state.contains("log") || !state["log"].is_array()) bad_state("has no `log` list");
+  if (!state.contains("config_hash") || !state["config_hash"].is_string()) bad_state("has no `config_hash`");
+  SAFEDEC_CHECK(state["config_hash"].get<std::string>() == config_hash_, "cannot resume from ", dir,
                 ": it was written by a run with another resolved config (start a new run directory or use --force)");
-  const int64_t step = state.at("step").get<int64_t>();
+  const int64_t step = state["step"].get<int64_t>();
   SAFEDEC_CHECK(step >= 1 && step <= total_steps(), "the checkpoint ", dir, " is at step ", step,
                 " but this run has ", total_steps(), " steps");
+  // Every tensor the run trains, with the run's shape, stored as floats and finite: a checkpoint of
+  // another model (or a truncated, retyped or NaN-filled file) is refused naming the file and tensor.
   auto load_into = [&](const std::string& file, std::vector<torch::Tensor>& dst, bool params) {
-    auto f = SafetensorsFile::open(dir + "/" + file);
+    const std::string path = dir + "/" + file;
+    auto f = SafetensorsFile::open(path);
     torch::NoGradGuard ng;
     for (size_t i = 0; i < params_.size(); ++i) {
       const SafetensorsTensor* t = f->find(params_[i].name);
-      SAFEDEC_CHECK(t != nullptr, "the checkpoint ", dir, "/", file, " has no tensor '", params_[i].name, "'");
+      SAFEDEC_CHECK(t != nullptr, "the checkpoint ", path, " has no tensor '", params_[i].name,
+                    "' (was it written for another model or configuration?)");
+      SAFEDEC_CHECK(t->dtype == SafetensorsDtype::F32, "the checkpoint tensor '", params_[i].name, "' in ", path,
+                    " is stored as ", safetensors_dtype_name(t->dtype), " (safedec writes F32); the checkpoint is corrupt");
+      torch::Tensor& target = params ? params_[i].tensor : dst[i];
+      SAFEDEC_CHECK(torch::IntArrayRef(t->shape) == target.sizes(), "the checkpoint tensor '", params_[i].name, "' in ",
+                    path, " has shape ", torch::IntArrayRef(t->shape), " but the run's is ", target.sizes(),
+                    ": the checkpoint was written for another model");
       std::vector<float> data = safetensors_to_float32(*t);
       torch::Tensor x = torch::from_blob(data.data(), t->shape, torch::kFloat32);
-      torch::Tensor& target = params ? params_[i].tensor : dst[i];
-      SAFEDEC_CHECK(x.sizes() == target.sizes(), "the checkpoint tensor ", params_[i].name, " has shape ", x.sizes(),
-                    " but the run's is ", target.sizes());
+      SAFEDEC_CHECK(torch::isfinite(x).all().item<bool>(), "the checkpoint tensor '", params_[i].name, "' in ", path,
+                    " holds NaN/Inf values; the checkpoint is corrupt");
       target.copy_(x);
     }
   };
@@ -308,17 +327,21 @@ int64_t Trainer::load_checkpoint(std::vector<StepLog>& log) {
   load_into("adam_v.safetensors", exp_avg_sq_, false);
   log.clear();
   const auto names = task_.term_names();
-  for (const auto& j : state.at("log")) {
-    StepLog s;
-    s.step = j.at("step").get<int64_t>();
-    s.epoch = j.value("epoch", int64_t{0});
-    s.loss = j.at("loss").get<double>();
-    for (const auto& n : names) s.terms.push_back(j.at("terms").value(n, 0.0));
-    s.lr = j.value("lr", 0.0);
-    s.grad_norm = j.value("grad_norm", 0.0);
-    s.tokens = j.value("tokens", int64_t{0});
-    s.seconds = j.value("seconds", 0.0);
-    log.push_back(s);
+  try {
+    for (const auto& j : state.at("log")) {
+      StepLog s;
+      s.step = j.at("step").get<int64_t>();
+      s.epoch = j.value("epoch", int64_t{0});
+      s.loss = j.at("loss").get<double>();
+      for (const auto& n : names) s.terms.push_back(j.at("terms").value(n, 0.0));
+      s.lr = j.value("lr", 0.0);
+      s.grad_norm = j.value("grad_norm", 0.0);
+      s.tokens = j.value("tokens", int64_t{0});
+      s.seconds = j.value("seconds", 0.0);
+      log.push_back(s);
+    }
+  } catch (const json::exception& e) {
+    bad_state(std::string("has a malformed `log` entry (") + e.what() + ")");
   }
   return step;
 }
