@@ -27,6 +27,13 @@ class HfLoader {
     const std::string name = prefix_ + short_name;
     const SafetensorsTensor* t = ckpt_.find(name);
     SAFEDEC_CHECK(t, "Checkpoint '", ckpt_.path(), "' has no tensor '", name, "'.");
+    // Integer and bool tensors would convert to floats without a word: not a weight (issue 15).
+    const SafetensorsDtype d = t->dtype;
+    SAFEDEC_CHECK(d == SafetensorsDtype::F32 || d == SafetensorsDtype::F16 || d == SafetensorsDtype::BF16 ||
+                      d == SafetensorsDtype::F64 || d == SafetensorsDtype::F8_E4M3 || d == SafetensorsDtype::F8_E5M2,
+                  "Tensor '", name, "' in '", ckpt_.path(), "' is stored as ", safetensors_dtype_name(d),
+                  "; model weights must be floating point (F32, F16, BF16, F64, F8_E4M3 or F8_E5M2): the checkpoint "
+                  "is corrupt.");
     SAFEDEC_CHECK(t->shape == shape, "Tensor '", name, "' in '", ckpt_.path(), "' has shape ",
                   torch::IntArrayRef(t->shape), " but config.json implies ", torch::IntArrayRef(shape),
                   "; the config (sizes, head counts, vocab_size) and the tensors disagree.");

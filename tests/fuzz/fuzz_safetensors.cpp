@@ -1,5 +1,7 @@
 // Fuzz target: safetensors bytes -> SafetensorsFile::open_memory, fp32 conversion of every tensor,
-// and a write/read round trip of whatever parsed (the writer must reproduce the bytes).
+// and a write/read round trip of whatever parsed (the writer must reproduce the bytes). Seeds include
+// the malformed corpus of tests/unit/io/malformed_safetensors.h, so mutations start at the header
+// length, offset, dtype and shape checks.
 #include <unistd.h>
 
 #include <cstring>
@@ -11,6 +13,7 @@
 #include "fuzz_driver.h"
 #include "io/half.h"
 #include "io/safetensors.h"
+#include "malformed_safetensors.h"
 
 using namespace safedec;
 
@@ -75,6 +78,8 @@ std::vector<std::vector<uint8_t>> seeds() {
     std::abort();
   }
   out.push_back(bytes);
+  out.push_back(safedec::testing::good_safetensors());
+  for (const auto& m : safedec::testing::malformed_safetensors()) out.push_back(m.bytes);
   return out;
 }
 
