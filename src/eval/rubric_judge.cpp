@@ -4,11 +4,10 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdlib>
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <numeric>
 #include <sstream>
@@ -322,15 +321,7 @@ std::vector<RubricReading> read_rubric_rows(const CausalLM& model, const RubricT
     for (size_t k = first; k < last; ++k) rows.push_back(prompt_row(prompts[order[k]]));
     torch::InferenceMode guard;
     KvCache cache;
-    const auto tdbg = std::chrono::steady_clock::now();
     torch::Tensor logits = prefill_rows(model, rows, extra, pad_id, cache, nullptr, nullptr, prefixes);
-    if (std::getenv("SAFEDEC_RUBRIC_DEBUG")) {
-      size_t mx = 0, sys = 0;
-      for (const auto& r : rows) mx = std::max(mx, r.ids.size()), sys = static_cast<size_t>(r.shared_prefix);
-      std::fprintf(stderr, "[rubric-debug] batch %lld rows, longest %zu tokens, shared %zu, prefill %.2f s\n",
-                   static_cast<long long>(n), mx, sys,
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - tdbg).count());
-    }
     for (size_t j = 0; j < S; ++j) {
       const auto& cand = plan.candidates[j];
       std::vector<int64_t> cidx(cand.begin(), cand.end());
