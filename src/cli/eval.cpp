@@ -26,14 +26,67 @@ struct EvalArgs {
   std::string judges;                 // with --rejudge: comma-separated judge names
   std::vector<std::string> params;    // with --rejudge: JUDGE.KEY=VALUE
   int threads = 0;
+  std::string methods;   // --methods LABEL[,LABEL]: run only these method columns of the config
+  std::string datasets;  // --datasets NAME[,NAME]: run only these datasets of the config
   std::string command;
 };
 
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> out;
+  std::stringstream in(list);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// --methods: keeps the config's method columns whose label or YAML entry (group) is named, in the
+// config's order; a name that matches nothing lists the config's labels.
+void select_methods(EvalConfig& config, const std::string& list) {
+  const auto wanted = split_commas(list);
+  SAFEDEC_CHECK(!wanted.empty(), "--methods needs at least one method label, e.g. --methods plain,ngsd");
+  std::vector<std::string> labels;
+  for (const auto& m : config.methods) labels.push_back(m.label);
+  for (const auto& w : wanted) {
+    const bool known = std::any_of(config.methods.begin(), config.methods.end(),
+                                   [&](const EvalMethodSpec& m) { return m.label == w || m.group == w; });
+    SAFEDEC_CHECK(known, "--methods: '", w, "' is not a method of ", config.source, "; its methods are: ", joined(labels));
+  }
+  std::vector<EvalMethodSpec> kept;
+  for (auto& m : config.methods) {
+    if (std::find(wanted.begin(), wanted.end(), m.label) != wanted.end() ||
+        std::find(wanted.begin(), wanted.end(), m.group) != wanted.end())
+      kept.push_back(std::move(m));
+  }
+  config.methods = std::move(kept);
+}
+
+// --datasets: keeps the named datasets of the config, in the config's order.
+void select_datasets(EvalConfig& config, const std::string& list) {
+  const auto wanted = split_commas(list);
+  SAFEDEC_CHECK(!wanted.empty(), "--datasets needs at least one dataset name, e.g. --datasets advbench,xstest_safe");
+  for (const auto& w : wanted) {
+    SAFEDEC_CHECK(std::find(config.datasets.begin(), config.datasets.end(), w) != config.datasets.end(),
+                  "--datasets: '", w, "' is not a dataset of ", config.source, "; its datasets are: ",
+                  joined(config.datasets));
+  }
+  std::vector<std::string> kept;
+  for (const auto& d : config.datasets)
+    if (std::find(wanted.begin(), wanted.end(), d) != wanted.end()) kept.push_back(d);
+  config.datasets = std::move(kept);
+}
+
 // `eval --rejudge DIR --judge NAME[,NAME]`: further judges over DIR's generations (eval/rejudge.h).
 int run_rejudge_command(const EvalArgs& a) {
-  SAFEDEC_CHECK(a.config.empty() && a.out.empty() && !a.resume && !a.force && !a.report_only,
+  SAFEDEC_CHECK(a.config.empty() && a.out.empty() && !a.resume && !a.force && !a.report_only && a.methods.empty() &&
+                    a.datasets.empty(),
                 "eval --rejudge DIR takes --judge, --param and --threads only (no --config, --out, --resume, --force, "
-                "--report-only)");
+                "--report-only, --methods, --datasets)");
   RejudgeOptions o;
   o.run_dir = a.rejudge;
   std::stringstream names(a.judges);
@@ -67,6 +120,8 @@ int run_eval_command(const EvalArgs& a) {
                 "give at most one of --resume, --force and --report-only");
   EvalConfig config = load_eval_config(a.config, DatasetRegistry::builtin());
   if (a.limit_given) config.limit = a.limit;
+  if (!a.methods.empty()) select_methods(config, a.methods);
+  if (!a.datasets.empty()) select_datasets(config, a.datasets);
   EvalRunOptions o;
   o.out_dir = a.out;
   o.limit = 0;  // already in config.limit
@@ -104,11 +159,16 @@ Runner add_eval(CLI::App& app) {
   cmd->add_flag("--force", a->force, "Start over in a directory that holds another run");
   cmd->add_flag("--report-only", a->report_only,
                 "Rewrite report.md (and print the table) from the finished cells of DIR; runs nothing");
+  cmd->add_option("--methods", a->methods,
+                  "Run only these method columns of the config (comma-separated labels or YAML entries)");
+  cmd->add_option("--datasets", a->datasets, "Run only these datasets of the config (comma-separated)");
   add_threads_flag(cmd, a->threads);
   return [a, limit] {
     a->limit_given = limit->count() > 0;
     a->command = "safedec eval --config " + a->config + " --out " + a->out +
                  (a->limit_given ? " --limit " + std::to_string(a->limit) : std::string()) +
+                 (a->methods.empty() ? std::string() : " --methods " + a->methods) +
+                 (a->datasets.empty() ? std::string() : " --datasets " + a->datasets) +
                  (a->resume ? " --resume" : "") + (a->force ? " --force" : "") +
                  (a->report_only ? " --report-only" : "");
     return run_eval_command(*a);
