@@ -1,8 +1,9 @@
 // Block-wide building blocks of the row kernels (one thread block = one row): reductions through warp
-// shuffles and shared memory, a block softmax into global scratch, and an exact radix select of the k-th
-// largest prob_key (8 passes of 8 bits over the row: the top-k set of a row is then "key >= that key", with
-// ties ordered by index exactly as on the CPU). Every function must be called by all threads of the block
-// (they synchronise); results are returned to every thread.
+// shuffles and shared memory, a block softmax into global scratch, and an exact top-k threshold of the
+// prob_keys of a row by radix select (the top-k set of a row is then "key >= that threshold", with ties
+// ordered by index exactly as on the CPU). Every function must be called by all threads of the block (they
+// synchronise); results are returned to every thread. They work for any block size that is a multiple of
+// 32 up to kMaxThreads; block_topk_threshold needs at least 256 threads.
 #pragma once
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -13,8 +14,12 @@
 namespace safedec {
 namespace cuda_detail {
 
-constexpr int kThreads = 256;  // threads per block (a multiple of 32)
-constexpr int kWarps = kThreads / 32;
+constexpr int kMaxThreads = 1024;          // the largest block any helper here supports (32 warps)
+constexpr int kMaxWarps = kMaxThreads / 32;
+constexpr int kRowThreads = 1024;          // one block per row for the NGSD and SafeDecoding kernels
+constexpr int kSelectMinThreads = 256;     // block_topk_threshold: one thread per radix bucket
+static_assert(kRowThreads % 32 == 0 && kRowThreads <= kMaxThreads && kRowThreads >= kSelectMinThreads,
+              "row kernels need 256..1024 threads, a multiple of 32");
 
 template <typename T, typename Op>
 __device__ inline T warp_reduce(T v, Op op) {
@@ -25,15 +30,16 @@ __device__ inline T warp_reduce(T v, Op op) {
 // Reduces one value per thread with op; every thread gets the result.
 template <typename T, typename Op>
 __device__ inline T block_reduce(T v, Op op, T identity) {
-  __shared__ T partial[kWarps];
+  __shared__ T partial[kMaxWarps];
   __shared__ T result;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int warps = static_cast<int>(blockDim.x >> 5);
   v = warp_reduce(v, op);
   if (lane == 0) partial[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    T w = lane < kWarps ? partial[lane] : identity;
+    T w = lane < warps ? partial[lane] : identity;
     w = warp_reduce(w, op);
     if (lane == 0) result = w;
   }
@@ -76,14 +82,15 @@ __device__ inline ArgMax block_argmax(ArgMax a) {
     const long long i = __shfl_down_sync(0xffffffffu, a.index, offset);
     if (ranks_before(v, i, a.value, a.index)) a = {v, i};
   }
-  __shared__ ArgMax partial[kWarps];
+  __shared__ ArgMax partial[kMaxWarps];
   __shared__ ArgMax result;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const int warps = static_cast<int>(blockDim.x >> 5);
   if (lane == 0) partial[warp] = a;
   __syncthreads();
   if (warp == 0) {
-    ArgMax w = lane < kWarps ? partial[lane] : ArgMax{-INFINITY, 0x7fffffffffffffffLL};
+    ArgMax w = lane < warps ? partial[lane] : ArgMax{-INFINITY, 0x7fffffffffffffffLL};
     for (int offset = 16; offset > 0; offset >>= 1) {
       const float v = __shfl_down_sync(0xffffffffu, w.value, offset);
       const long long i = __shfl_down_sync(0xffffffffu, w.index, offset);
@@ -123,40 +130,92 @@ __device__ inline KernelStatus block_softmax(const float* l, int64_t n, float* p
   return KernelStatus::kOk;
 }
 
-// The k-th largest prob_key(p[x], x) over x < n (1 <= k <= n): an MSB-first radix select, 8 bits per pass.
-// Keys are unique, so after 8 passes the prefix is exactly one element's key.
-__device__ inline uint64_t block_kth_largest_key(const float* p, int64_t n, int64_t k) {
+// A threshold T such that EXACTLY k of the keys prob_key(p[x], x), x < n, are >= T (1 <= k <= n < 2^32).
+// Callers may only test membership as "key >= T": T is not necessarily one element's key (it is the k-th
+// largest key with some low bits cleared), so "key == T" or "key > T" mean nothing.
+//
+// MSB-first radix select, 8 bits per pass, on the keys that share the prefix chosen so far. In each pass
+// the bucket b holding the remaining-th largest key of that prefix class is found from the suffix sums of
+// the pass's histogram (above = keys in higher buckets). If the bucket holds exactly the keys still
+// missing (above + hist[b] == remaining), every key of the bucket is in the top k and every key outside the
+// prefix class below it is not, so T = prefix | b << shift with the lower bits zero has exactly k keys >= it
+// and the select stops there. Keys are unique, so this happens at the latest in the last pass (a bucket of
+// one key). Histogram updates are aggregated per warp (one shared atomic per distinct bucket in a warp).
+__device__ inline uint64_t block_topk_threshold(const float* p, int64_t n, int64_t k) {
   __shared__ unsigned int hist[256];
+  __shared__ unsigned int warp_total[256 / 32];
   __shared__ uint64_t s_prefix;
-  __shared__ long long s_remaining;
+  __shared__ unsigned int s_remaining;
+  __shared__ int s_done;
+  constexpr unsigned int kFull = 0xffffffffu;
+  constexpr unsigned int kNoBucket = 256u;  // lanes past the row end or outside the prefix class
+  const int t = static_cast<int>(threadIdx.x);
+  const int lane = t & 31;
+  const int warp = t >> 5;
   uint64_t prefix = 0;
   uint64_t mask = 0;
-  long long remaining = k;
+  unsigned int remaining = static_cast<unsigned int>(k);
   for (int shift = 56; shift >= 0; shift -= 8) {
-    for (int b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+    if (t < 256) hist[t] = 0;
     __syncthreads();
-    for (int64_t x = threadIdx.x; x < n; x += blockDim.x) {
-      const uint64_t key = prob_key(p[x], x);
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    // Every lane of every warp runs the same number of iterations (x may be past n), so the full-mask
+    // warp intrinsics below are always called by all 32 lanes.
+    for (int64_t base = 0; base < n; base += blockDim.x) {
+      const int64_t x = base + t;
+      unsigned int bucket = kNoBucket;
+      if (x < n) {
+        const uint64_t key = prob_key(p[x], x);
+        if ((key & mask) == prefix) bucket = static_cast<unsigned int>(key >> shift) & 255u;
+      }
+      const unsigned int peers = __match_any_sync(kFull, bucket);
+      if (bucket != kNoBucket && lane == __ffs(peers) - 1) atomicAdd(&hist[bucket], __popc(peers));
     }
     __syncthreads();
-    if (threadIdx.x == 0) {
-      long long above = 0;  // elements in higher buckets
-      int b = 255;
-      for (; b > 0; --b) {
-        if (above + hist[b] >= remaining) break;
-        above += hist[b];
+    // Thread t < 256 owns bucket 255 - t; an inclusive scan over t gives the suffix sums over buckets.
+    // (t < 256 is whole warps 0..7, so the shuffles run on full warps.)
+    unsigned int h = 0;
+    unsigned int incl = 0;
+    if (t < 256) {
+      h = hist[255 - t];
+      incl = h;
+      for (int offset = 1; offset < 32; offset <<= 1) {
+        const unsigned int v = __shfl_up_sync(kFull, incl, offset);
+        if (lane >= offset) incl += v;
       }
-      s_prefix = prefix | (static_cast<uint64_t>(b) << shift);
-      s_remaining = remaining - above;
+      if (lane == 31) warp_total[warp] = incl;
+    }
+    __syncthreads();
+    if (t < 256) {
+      for (int w = 0; w < warp; ++w) incl += warp_total[w];
+      const unsigned int above = incl - h;  // keys of the prefix class in buckets above 255 - t
+      if (above < remaining && incl >= remaining) {  // exactly one thread: the bucket of the remaining-th key
+        s_prefix = prefix | (static_cast<uint64_t>(255 - t) << shift);
+        s_remaining = remaining - above;
+        s_done = incl == remaining ? 1 : 0;
+      }
     }
     __syncthreads();
     prefix = s_prefix;
     remaining = s_remaining;
     mask |= static_cast<uint64_t>(255) << shift;
-    __syncthreads();
+    if (s_done) break;  // the same shared value for every thread: a uniform exit
+    // The next write of s_prefix / s_done comes after two more barriers, so this read is safe.
   }
+  __syncthreads();  // hist, warp_total and s_* may be reused by the next call
   return prefix;
+}
+
+// Merges a status into a row's status slot (worst status wins, as worse_status), from any number of blocks.
+__device__ inline void merge_row_status(int32_t* slot, KernelStatus st) {
+  if (st == KernelStatus::kOk) return;
+  int old = *slot;
+  for (;;) {
+    const int want = static_cast<int>(worse_status(static_cast<KernelStatus>(old), st));
+    if (want == old) return;
+    const int seen = atomicCAS(reinterpret_cast<int*>(slot), old, want);
+    if (seen == old) return;
+    old = seen;
+  }
 }
 
 }  // namespace cuda_detail

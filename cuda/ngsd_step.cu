@@ -1,10 +1,11 @@
-// CUDA NGSD step B (methods.md section 1): one block per sequence row.
+// CUDA NGSD step B (methods.md section 1): one block of kRowThreads threads per sequence row.
 //   1. p_b, p_e = softmax rows into the workspace (block_softmax).
 //   2. One pass: TV distance (block sum of tv_term) and argmax p_b (block argmax, ties -> lowest index).
 //   3. Thread 0 runs lif_step on the row's potential; the spike is broadcast through shared memory.
-//   4. Only if it fired: the 64th largest prob_key of each row by radix select, then one pass computing
-//      score = ngsd_mix on C = top_k(p_b) U top_k(p_e) (membership: key >= that row's threshold key) and
-//      p_b elsewhere, its argmax and sum (for the optional renormalised probability row).
+//   4. Only if it fired: a top-64 threshold of each row's prob_keys by radix select (exactly 64 keys reach
+//      it), then one pass computing score = ngsd_mix on C = top_k(p_b) U top_k(p_e) (membership: key >=
+//      that row's threshold) and p_b elsewhere, its argmax and sum (for the optional renormalised
+//      probability row).
 // The per-element math is the SAFEDEC_HD functions of ngsd_math.h / logit_math.h, shared with the CPU.
 #include "block_ops.cuh"
 #include "kernels/cuda_kernels.h"
@@ -23,7 +24,7 @@ __device__ void write_renormalised(const float* p, int64_t n, float* probs) {
   for (int64_t x = threadIdx.x; x < n; x += blockDim.x) probs[x] = p[x] / sum;
 }
 
-__global__ void __launch_bounds__(kThreads) ngsd_step_kernel(NgsdStepArgs a) {
+__global__ void __launch_bounds__(kRowThreads) ngsd_step_kernel(NgsdStepArgs a) {
   const int64_t r = blockIdx.x;
   const int64_t n = a.vocab;
   float* pb = a.workspace + r * 2 * n;
@@ -88,8 +89,9 @@ __global__ void __launch_bounds__(kThreads) ngsd_step_kernel(NgsdStepArgs a) {
   }
 
   const int64_t k = a.gate.top_k < n ? a.gate.top_k : n;
-  const uint64_t kb = block_kth_largest_key(pb, n, k);
-  const uint64_t ke = block_kth_largest_key(pe, n, k);
+  // Thresholds with exactly k keys >= each (block_topk_threshold); membership is only ever tested by >=.
+  const uint64_t kb = block_topk_threshold(pb, n, k);
+  const uint64_t ke = block_topk_threshold(pe, n, k);
   float score_part = 0.0f;
   ArgMax best{-INFINITY, 0x7fffffffffffffffLL};
   for (int64_t x = threadIdx.x; x < n; x += blockDim.x) {
@@ -115,7 +117,7 @@ KernelStatus ngsd_step_cuda(const NgsdStepArgs& a, void* stream) {
   if (a.rows < 0 || a.vocab < 1 || a.vocab > 0xFFFFFFFFll || a.row_status == nullptr || a.workspace == nullptr) {
     return KernelStatus::kBadArgument;
   }
-  ngsd_step_kernel<<<static_cast<unsigned int>(a.rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  ngsd_step_kernel<<<static_cast<unsigned int>(a.rows), kRowThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
   return check_cuda_launch("ngsd_step_kernel");
 }
 

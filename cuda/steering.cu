@@ -9,7 +9,9 @@ namespace {
 
 using namespace cuda_detail;
 
-__global__ void __launch_bounds__(kThreads) steer_kernel(SteerArgs a) {
+constexpr int kSteerThreads = 256;  // hidden rows are short (576..8192): one 256-thread block per row
+
+__global__ void __launch_bounds__(kSteerThreads) steer_kernel(SteerArgs a) {
   const int64_t r = blockIdx.x;
   const float* x = a.x + r * a.x_stride;
   const float* v = a.v + r * a.v_stride;
@@ -49,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) steer_kernel(SteerArgs a) {
 KernelStatus steer_cuda(const SteerArgs& a, void* stream) {
   if (a.rows == 0) return KernelStatus::kOk;
   if (a.rows < 0 || a.dim < 1 || a.row_status == nullptr) return KernelStatus::kBadArgument;
-  steer_kernel<<<static_cast<unsigned int>(a.rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  steer_kernel<<<static_cast<unsigned int>(a.rows), kSteerThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
   return check_cuda_launch("steer_kernel");
 }
 

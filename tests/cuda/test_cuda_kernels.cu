@@ -4,6 +4,7 @@
 // without one); scripts/check_cuda.sh only compiles and links it.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -17,6 +18,12 @@ using namespace safedec;
 namespace {
 
 int g_failures = 0;
+char g_case[160] = "";  // the shape of the case being checked, printed with every failure
+
+template <typename... Args>
+void set_case(const char* format, Args... args) {
+  std::snprintf(g_case, sizeof g_case, format, args...);
+}
 
 void cuda_ok(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
@@ -51,10 +58,52 @@ std::vector<float> random_rows(int64_t rows, int64_t n, uint32_t seed, float sca
   return out;
 }
 
+// How the tied-logit cases shape their rows: every value rounded to an integer (about 20 distinct values per
+// row, so the top-k thresholds fall inside runs of equal probabilities), or a row of all-equal logits.
+enum class Ties { kNone, kRounded, kConstant };
+
+const char* ties_name(Ties t) {
+  switch (t) {
+    case Ties::kNone: return "normal";
+    case Ties::kRounded: return "rounded";
+    case Ties::kConstant: return "constant";
+  }
+  return "?";
+}
+
+void round_all(std::vector<float>& v) {
+  for (auto& x : v) x = std::round(x);
+}
+
+// The base row of a tied case: rounded N(0, 3^2) logits, or all 0.5.
+std::vector<float> tied_base(int64_t rows, int64_t n, uint32_t seed, Ties ties) {
+  auto lb = random_rows(rows, n, seed);
+  if (ties == Ties::kRounded) round_all(lb);
+  if (ties == Ties::kConstant) std::fill(lb.begin(), lb.end(), 0.5f);
+  return lb;
+}
+
+// The expert row of a tied case. Agreeing: the base plus N(0, 2^2) noise, rounded; for the constant case the
+// even rows are the same all-equal row and the odd rows rounded noise. Unrelated: an independent rounded row.
+std::vector<float> tied_expert(const std::vector<float>& lb, int64_t rows, int64_t n, uint32_t seed, Ties ties,
+                               bool agrees) {
+  auto le = random_rows(rows, n, seed, agrees ? 2.0f : 3.0f);
+  if (agrees) {
+    for (size_t i = 0; i < le.size(); ++i) le[i] += lb[i];
+  }
+  round_all(le);
+  if (ties == Ties::kConstant && agrees) {
+    for (int64_t r = 0; r < rows; r += 2) {
+      std::fill(le.begin() + r * n, le.begin() + (r + 1) * n, 0.5f);
+    }
+  }
+  return le;
+}
+
 void check(bool ok, const char* test, const char* what) {
   if (!ok) {
     ++g_failures;
-    std::printf("FAIL %s: %s\n", test, what);
+    std::printf("FAIL %s [%s]: %s\n", test, g_case, what);
   }
 }
 
@@ -67,7 +116,8 @@ void check_close(const std::vector<float>& got, const std::vector<float>& want, 
     const bool same_special = (std::isinf(a) && a == b) || (std::isnan(a) && std::isnan(b));
     if (!same_special && !(std::abs(a - b) <= atol + rtol * std::abs(b))) {
       ++g_failures;
-      std::printf("FAIL %s: %s first mismatch at index %zu: got %.9g, expected %.9g\n", test, what, i, a, b);
+      std::printf("FAIL %s [%s]: %s first mismatch at index %zu: got %.9g, expected %.9g\n", test, g_case, what, i, a,
+                  b);
       return;
     }
   }
@@ -78,7 +128,7 @@ void check_equal(const std::vector<T>& got, const std::vector<T>& want, const ch
   for (size_t i = 0; i < want.size(); ++i) {
     if (got[i] != want[i]) {
       ++g_failures;
-      std::printf("FAIL %s: %s first mismatch at index %zu: got %lld, expected %lld\n", test, what, i,
+      std::printf("FAIL %s [%s]: %s first mismatch at index %zu: got %lld, expected %lld\n", test, g_case, what, i,
                   static_cast<long long>(got[i]), static_cast<long long>(want[i]));
       return;
     }
@@ -86,12 +136,22 @@ void check_equal(const std::vector<T>& got, const std::vector<T>& want, const ch
 }
 
 void test_contrastive(int64_t rows, int64_t n) {
-  const auto sp = random_rows(rows, n, 1);
+  set_case("rows %lld, vocab %lld", static_cast<long long>(rows), static_cast<long long>(n));
+  auto sp = random_rows(rows, n, 1);
   auto ap = random_rows(rows, n, 2);
   if (rows > 1) ap[static_cast<size_t>(n + n / 2)] = NAN;  // row 1 must report kNanInput
   std::vector<float> alpha(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) alpha[static_cast<size_t>(r)] = 0.25f + 0.1f * r;
-  DeviceBuffer<float> d_sp(sp), d_ap(ap), d_alpha(alpha), d_out(sp.size());
+  if (rows > 4) {
+    // The row's status is merged over the blocks of a row: +inf first and NaN last (different blocks for a
+    // long row) must give NaN, the worse one; +inf alone gives kInfInput; a NaN alpha gives kBadArgument
+    // and leaves the row unwritten (d_out starts as zeros, like the CPU's output).
+    ap[static_cast<size_t>(2 * n)] = INFINITY;
+    sp[static_cast<size_t>(3 * n - 1)] = NAN;
+    sp[static_cast<size_t>(4 * n - 1)] = INFINITY;
+    alpha[4] = NAN;
+  }
+  DeviceBuffer<float> d_sp(sp), d_ap(ap), d_alpha(alpha), d_out(std::vector<float>(sp.size(), 0.0f));
   DeviceBuffer<int32_t> d_status(static_cast<size_t>(rows));
   ContrastiveArgs a;
   a.sp_stride = a.ap_stride = a.out_stride = n;
@@ -116,15 +176,26 @@ void test_contrastive(int64_t rows, int64_t n) {
   for (int64_t r = 0; r < rows; ++r) status[static_cast<size_t>(r)] = static_cast<int32_t>(contrastive_row(a, r));
   check_equal(d_status.host(), status, "contrastive", "row status");
   if (rows > 1) check(status[1] == static_cast<int32_t>(KernelStatus::kNanInput), "contrastive", "NaN row 1");
+  if (rows > 4) {
+    check(status[2] == static_cast<int32_t>(KernelStatus::kNanInput), "contrastive", "+inf and NaN row 2");
+    check(status[3] == static_cast<int32_t>(KernelStatus::kInfInput), "contrastive", "+inf row 3");
+    check(status[4] == static_cast<int32_t>(KernelStatus::kBadArgument), "contrastive", "NaN alpha row 4");
+  }
   check_close(d_out.host(), out, 1e-6, 1e-6, "contrastive", "output");
 }
 
-void test_ngsd(int64_t rows, int64_t n, bool probs) {
-  const auto lb = random_rows(rows, n, 10);
+void test_ngsd(int64_t rows, int64_t n, bool probs, Ties ties = Ties::kNone) {
+  set_case("rows %lld, vocab %lld, probs %d, %s logits", static_cast<long long>(rows), static_cast<long long>(n),
+           probs ? 1 : 0, ties_name(ties));
+  const auto lb = ties == Ties::kNone ? random_rows(rows, n, 10) : tied_base(rows, n, 10, ties);
   auto le = lb;
-  std::mt19937 rng(11);
-  std::normal_distribution<float> noise(0.0f, 2.0f);
-  for (auto& x : le) x += noise(rng);
+  if (ties == Ties::kNone) {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> noise(0.0f, 2.0f);
+    for (auto& x : le) x += noise(rng);
+  } else {
+    le = tied_expert(lb, rows, n, 11, ties, true);
+  }
   std::vector<float> alpha(static_cast<size_t>(rows)), v(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r) {
     alpha[static_cast<size_t>(r)] = 0.1f + 0.2f * static_cast<float>(r % 5);
@@ -180,10 +251,14 @@ void test_ngsd(int64_t rows, int64_t n, bool probs) {
   if (probs) check_close(d_probs.host(), out_probs, 1e-4, 1e-8, "ngsd_step", "probs");
 }
 
-void test_safedecoding(int64_t rows, int64_t n, bool correlated) {
-  const auto lb = random_rows(rows, n, 20);
+void test_safedecoding(int64_t rows, int64_t n, bool correlated, Ties ties = Ties::kNone, int64_t c = 5) {
+  set_case("rows %lld, vocab %lld, %s, %s logits, c %lld", static_cast<long long>(rows), static_cast<long long>(n),
+           correlated ? "agreeing" : "unrelated", ties_name(ties), static_cast<long long>(c));
+  const auto lb = ties == Ties::kNone ? random_rows(rows, n, 20) : tied_base(rows, n, 20, ties);
   auto le = correlated ? lb : random_rows(rows, n, 21);
-  if (correlated) {
+  if (ties != Ties::kNone) {
+    le = tied_expert(lb, rows, n, 21, ties, correlated);
+  } else if (correlated) {
     std::mt19937 rng(22);
     std::normal_distribution<float> noise(0.0f, 1.0f);
     for (auto& x : le) x += noise(rng);
@@ -196,6 +271,7 @@ void test_safedecoding(int64_t rows, int64_t n, bool correlated) {
   a.b_stride = a.e_stride = a.probs_stride = n;
   a.rows = rows;
   a.vocab = n;
+  a.params.c = c;
   SafeDecodingArgs d = a;
   d.l_b = d_lb.ptr;
   d.l_e = d_le.ptr;
@@ -220,11 +296,20 @@ void test_safedecoding(int64_t rows, int64_t n, bool correlated) {
   }
   check_equal(d_status.host(), status, "safedecoding", "row status");
   check_equal(d_k.host(), k, "safedecoding", "k");
+  if (ties == Ties::kConstant && correlated) {
+    // Two all-equal rows: both top lists are the lowest indices, so C_k = {0 .. k-1} and k = c exactly.
+    const auto gpu_k = d_k.host();
+    for (int64_t r = 0; r < rows; r += 2) {
+      check(gpu_k[static_cast<size_t>(r)] == std::min(c, n), "safedecoding", "k = c on two all-equal rows");
+    }
+  }
   check_equal(d_choice.host(), choice, "safedecoding", "choice");
   check_close(d_probs.host(), probs, 1e-5, 5e-6, "safedecoding", "probs");
 }
 
 void test_steer(int64_t rows, int64_t dim, SteerForm form, bool shared_v) {
+  set_case("rows %lld, dim %lld, form %d, shared v %d", static_cast<long long>(rows), static_cast<long long>(dim),
+           static_cast<int>(form), shared_v ? 1 : 0);
   const auto x = random_rows(rows, dim, 30);
   const auto v = random_rows(shared_v ? 1 : rows, dim, 31);
   DeviceBuffer<float> d_x(x), d_v(v), d_out(x.size());
@@ -266,6 +351,28 @@ int main() {
       test_ngsd(rows, n, false);
       test_safedecoding(rows, n, true);
       test_safedecoding(rows, n, false);
+    }
+  }
+  // Rows wider than the contrastive kernel's blocks, a large batch, and more rows than the grid's y limit.
+  for (int64_t n : {49152, 151936}) test_contrastive(64, n);
+  test_contrastive(70000, 3);
+  // Tied probabilities (the top-k thresholds fall inside runs of equal values; the radix select's early
+  // exit and SafeDecoding's k search must still give the CPU's exact sets), batch 1 and 64.
+  for (int64_t n : {49152, 151936}) {
+    for (int64_t rows : {1, 64}) {
+      for (Ties ties : {Ties::kRounded, Ties::kConstant}) {
+        test_ngsd(rows, n, true, ties);
+        for (int64_t c : {1, 5, 50}) {
+          test_safedecoding(rows, n, true, ties, c);
+          test_safedecoding(rows, n, false, ties, c);
+        }
+      }
+      // Untied rows with the smallest and a large c: c = 50 on unrelated rows needs k of a few thousand
+      // (beyond the shared-memory top lists at vocabulary 151936: the bisection fallback).
+      for (int64_t c : {1, 50}) {
+        test_safedecoding(rows, n, true, Ties::kNone, c);
+        test_safedecoding(rows, n, false, Ties::kNone, c);
+      }
     }
   }
   for (int64_t dim : {1, 19, 576, 4096}) {
