@@ -126,6 +126,19 @@ std::string canonical_yaml(const YAML::Node& config) {
   return std::string(out.c_str()) + "\n";
 }
 
+namespace {
+// A directory where a run with this config was opened but failed before writing anything else (bad
+// data found after the config was recorded): starting it again is not a resume of anything.
+bool holds_only_config(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name != "config.resolved.yaml" && name != ".safedec.lock") return false;
+  }
+  return !ec;
+}
+}  // namespace
+
 RunDirectory RunDirectory::open(const std::string& path, const YAML::Node& resolved_config,
                                 const RunDirOptions& options) {
   SAFEDEC_CHECK(!path.empty(), "the run directory path is empty.");
@@ -159,6 +172,8 @@ RunDirectory RunDirectory::open(const std::string& path, const YAML::Node& resol
       fail("run directory ", rd.path_, " already holds a run with a different resolved config (",
            first_difference(existing, config_text),
            "). Use a new directory, or force to discard the old run.");
+    } else if (!options.resume && holds_only_config(rd.path_)) {
+      // Nothing to continue: start it as new (the config below is the same one).
     } else if (!options.resume) {
       fail("run directory ", rd.path_, " already holds a run with this config; resume to continue ",
            "it, or force to start over.");

@@ -139,3 +139,20 @@ TEST(RunDirectory, ManifestRecordsVersionHostSeedsAndHashes) {
   EXPECT_NE(error_of([&] { rd.write_manifest(in); }).find("model file not found: /nonexistent/model.gguf"),
             std::string::npos);
 }
+
+// A run that failed after recording its config but before writing anything else (bad data found
+// late) left nothing to continue: opening it again without resume starts it as new, so the second
+// try reports the real error again instead of "resume to continue".
+TEST(RunDirectory, ADirectoryHoldingOnlyItsConfigStartsAgainWithoutResume) {
+  TempDir d("only_config");
+  {
+    RunDirectory first = RunDirectory::open(d.path.string(), config(0.5));
+    EXPECT_FALSE(first.resumed());
+  }
+  RunDirectory again = RunDirectory::open(d.path.string(), config(0.5));
+  EXPECT_FALSE(again.resumed());
+  append_jsonl(again.results_path(), {{"x", 1}});
+  EXPECT_NE(error_of([&] { RunDirectory::open(d.path.string(), config(0.5)); }).find("resume to continue"),
+            std::string::npos)
+      << "once anything else is written, the same config needs resume";
+}
