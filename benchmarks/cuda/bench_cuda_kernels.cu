@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "../../tests/cuda/device_buffer.h"
 #include "kernels/cuda_kernels.h"
 #include "kernels/row_kernels.h"
 
@@ -29,26 +30,9 @@ using namespace safedec;
 
 namespace {
 
-void cuda_ok(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    std::fprintf(stderr, "bench_cuda_kernels: CUDA error in %s: %s\n", what, cudaGetErrorString(err));
-    std::exit(1);
-  }
-}
+using cuda_test::cuda_ok;
+using cuda_test::DeviceBuffer;
 
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  size_t count = 0;
-  explicit DeviceBuffer(size_t n) : count(n) { cuda_ok(cudaMalloc(&ptr, sizeof(T) * (n ? n : 1)), "cudaMalloc"); }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
-  void upload(const std::vector<T>& host) {
-    cuda_ok(cudaMemcpy(ptr, host.data(), sizeof(T) * host.size(), cudaMemcpyHostToDevice), "copy to device");
-  }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
 
 std::vector<float> normal_rows(size_t count, uint32_t seed, float scale) {
   std::mt19937 rng(seed);

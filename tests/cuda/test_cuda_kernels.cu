@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "device_buffer.h"
 #include "kernels/cuda_kernels.h"
 #include "kernels/row_kernels.h"
 
@@ -25,30 +26,9 @@ void set_case(const char* format, Args... args) {
   std::snprintf(g_case, sizeof g_case, format, args...);
 }
 
-void cuda_ok(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    std::fprintf(stderr, "CUDA error in %s: %s\n", what, cudaGetErrorString(err));
-    std::exit(1);
-  }
-}
+using cuda_test::cuda_ok;
+using cuda_test::DeviceBuffer;
 
-template <typename T>
-struct DeviceBuffer {
-  T* ptr = nullptr;
-  size_t count = 0;
-  explicit DeviceBuffer(size_t n) : count(n) { cuda_ok(cudaMalloc(&ptr, sizeof(T) * (n ? n : 1)), "cudaMalloc"); }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
-    cuda_ok(cudaMemcpy(ptr, host.data(), sizeof(T) * count, cudaMemcpyHostToDevice), "copy to device");
-  }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  std::vector<T> host() const {
-    std::vector<T> out(count);
-    cuda_ok(cudaMemcpy(out.data(), ptr, sizeof(T) * count, cudaMemcpyDeviceToHost), "copy to host");
-    return out;
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
 
 std::vector<float> random_rows(int64_t rows, int64_t n, uint32_t seed, float scale = 3.0f) {
   std::mt19937 rng(seed);
