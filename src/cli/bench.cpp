@@ -20,6 +20,7 @@
 #include "decoding/plain_strategy.h"
 #include "decoding/strategies/common.h"
 #include "decoding/strategy_registry.h"
+#include "decoding/timing.h"
 #include "eval/dataset.h"
 #include "kernels/ops.h"
 #include "model/quant_kernels.h"
@@ -354,26 +355,18 @@ int run_bench_methods(const MethodsArgs& a) {
                          std::min(a.repeats, a.reference_repeats), {}, {}});
     }
   }
-  GenerationOptions opt;
-  opt.ignore_eos = true;
-  opt.max_new_tokens = 4;
-  Generator warm(opt);
   for (auto& e : entries) {  // warm-up: allocator, thread pool, rope tables
     auto s = e.make();
-    warm.run(*s, prompts);
+    timed_generation(*s, prompts, 4);
   }
-  opt.max_new_tokens = a.new_tokens;
-  Generator gen(opt);
   for (int64_t r = 0; r < a.repeats; ++r) {
     for (auto& e : entries) {
       if (r >= e.repeats) continue;
       auto s = e.make();
-      GenerationStats st;
-      gen.run(*s, prompts, &st);
-      e.total.push_back(st.prefill_seconds + st.decode_seconds);
-      e.prefill.push_back(st.prefill_seconds);
-      // decode_seconds covers the new_tokens - 1 steps after the prefill's first token.
-      e.step.push_back(st.decode_seconds / static_cast<double>(a.new_tokens - 1));
+      const TimedGeneration t = timed_generation(*s, prompts, a.new_tokens);  // decoding/timing.h
+      e.total.push_back(t.total_seconds());
+      e.prefill.push_back(t.prefill_seconds);
+      e.step.push_back(t.seconds_per_decode_step());
       std::cerr << "[bench] " << e.label << " repeat " << r + 1 << "/" << e.repeats << ": " << e.total.back() * 1e3
                 << " ms total, " << e.step.back() * 1e3 << " ms/decode step\n";
     }

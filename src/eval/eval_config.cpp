@@ -1,6 +1,7 @@
 #include "eval/eval_config.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -259,6 +260,36 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
     rk.finish();
     SAFEDEC_CHECK(c.ref_nll.max_tokens >= 1, yaml_where(source, r), ": ref_nll.max_tokens must be >= 1");
   }
+  if (YAML::Node sp = k.get("speed"); sp && !sp.IsNull()) {
+    if (sp.IsScalar()) {
+      // YAML 1.1 reads `off`/`on` as booleans; both spellings are accepted.
+      const std::string v = sp.Scalar();
+      if (v == "off" || v == "false" || v == "no") c.speed.enabled = false;
+      else if (v == "on" || v == "true" || v == "yes") c.speed.enabled = true;
+      else
+        fail(yaml_where(source, sp), ": `speed` must be off, on or a mapping {pairs, prompts, new_tokens, ",
+             "noisy_spread} (got '", v, "')");
+    } else {
+      SAFEDEC_CHECK(sp.IsMap(), yaml_where(source, sp),
+                    ": `speed` must be off, on or a mapping {pairs, prompts, new_tokens, noisy_spread}");
+      c.speed.enabled = true;
+      YamlKeys sk(sp, source, "`speed`");
+      sk.read("enabled", c.speed.enabled);
+      sk.read("pairs", c.speed.pairs);
+      sk.read("prompts", c.speed.prompts);
+      sk.read("new_tokens", c.speed.new_tokens);
+      sk.read("noisy_spread", c.speed.noisy_spread);
+      sk.finish();
+      SAFEDEC_CHECK(c.speed.pairs >= 1 && c.speed.pairs <= 1000, yaml_where(source, sp),
+                    ": speed.pairs must be in 1..1000 (got ", c.speed.pairs, ")");
+      SAFEDEC_CHECK(c.speed.prompts >= 1 && c.speed.prompts <= 1024, yaml_where(source, sp),
+                    ": speed.prompts must be in 1..1024 (got ", c.speed.prompts, ")");
+      SAFEDEC_CHECK(c.speed.new_tokens >= 2 && c.speed.new_tokens <= 4096, yaml_where(source, sp),
+                    ": speed.new_tokens must be in 2..4096 (got ", c.speed.new_tokens, ")");
+      SAFEDEC_CHECK(std::isfinite(c.speed.noisy_spread) && c.speed.noisy_spread > 0, yaml_where(source, sp),
+                    ": speed.noisy_spread must be a number > 0 (got ", c.speed.noisy_spread, ")");
+    }
+  }
   if (YAML::Node j = k.get("judge_options"); j && !j.IsNull()) {
     YamlKeys jk(j, source, "`judge_options`");
     jk.read("keywords", c.judge_options.keywords_path);
@@ -345,6 +376,12 @@ YAML::Node EvalConfig::resolved() const {
   n["generation"]["seed"] = s.seed;
   n["ref_nll"]["enabled"] = ref_nll.enabled;
   n["ref_nll"]["max_tokens"] = ref_nll.max_tokens;
+  if (speed.enabled) {  // absent when off, so the resolved configs of runs without it are unchanged
+    n["speed"]["pairs"] = speed.pairs;
+    n["speed"]["prompts"] = speed.prompts;
+    n["speed"]["new_tokens"] = speed.new_tokens;
+    n["speed"]["noisy_spread"] = speed.noisy_spread;
+  }
   return n;
 }
 

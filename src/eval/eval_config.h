@@ -47,6 +47,17 @@ struct EvalRefNllSettings {
   int64_t max_tokens = 128; // reference answers are truncated to this many tokens
 };
 
+// Paired speed measurement (eval/paired_speed.h): after a model's cells, each method against plain
+// decoding in `pairs` interleaved pairs of timed batches on the first `prompts` prompts of the first
+// dataset, `new_tokens` forced tokens per row. `speed: off` (or no `speed` key) skips it.
+struct EvalSpeedSettings {
+  bool enabled = false;
+  int64_t pairs = 5;
+  int64_t prompts = 4;
+  int64_t new_tokens = 32;
+  double noisy_spread = 0.25;  // interquartile range of the pair ratios / their median above this: "noisy"
+};
+
 struct EvalConfig {
   std::string name = "eval";
   uint64_t seed = 0;        // dataset subsampling (and sampling, unless generation.seed is set)
@@ -63,6 +74,7 @@ struct EvalConfig {
   JudgeOptions options_for(const std::string& judge_name) const;
   EvalGenerationSettings generation;
   EvalRefNllSettings ref_nll;
+  EvalSpeedSettings speed;
   std::string source;       // the YAML file, for messages
 
   // The resolved configuration: every default filled in, every method config expanded.

@@ -1,8 +1,9 @@
 // Report rendering. Numbers in the table are percentages with one decimal for rates, the Wilson
 // 95% interval in brackets, and "—" where a metric does not apply (ASR on benign sets, over-refusal
-// off the probe set). ATGR (average token-generation-time ratio, SafeDecoding paper) is the decode
-// time per token of a method divided by that of the baseline method on the same model and dataset,
-// i.e. baseline tok/s over method tok/s.
+// off the probe set). ATGR (average token-generation-time ratio, SafeDecoding paper) is the time per
+// token of a method divided by that of plain (> 1: slower). The "unpaired" column divides the decode
+// speeds of cells that ran at different times (baseline tok/s over method tok/s); the "paired" one
+// comes from eval/paired_speed.h (back-to-back pairs that share the machine's load).
 #include "eval/report.h"
 
 #include <algorithm>
@@ -240,6 +241,17 @@ std::string plot_gate_trace(const GateTrace& t) {
 }
 
 namespace {
+// The paired ATGR of (model, method) for a table cell: "1.85 [1.80–1.92]", marked unreliable when
+// noisy; "—" when it was not measured (plain itself, or a run without `speed`).
+std::string paired_atgr_text(const ReportInputs& in, const std::string& model, const std::string& method) {
+  for (const auto& s : in.paired_speed)
+    if (s.model == model && s.method == method) {
+      const std::string range = " [" + fixed(s.q1, 2) + "–" + fixed(s.q3, 2) + "]";
+      return s.noisy ? "unreliable: " + fixed(s.atgr, 2) + range + " (noisy)" : fixed(s.atgr, 2) + range;
+    }
+  return "—";
+}
+
 // One line per (model, method): the three numbers a method is chosen by, pooled over datasets.
 std::string summary_section(const ReportInputs& in) {
   struct Pool {
@@ -270,9 +282,14 @@ std::string summary_section(const ReportInputs& in) {
   std::string md = "## Summary per method\n\n";
   md += "Pooled over the harmful sets of the run: ASR = attack successes / prompts with a Wilson 95% interval; "
         "over-refusal on `" + in.over_refusal_dataset + "`; utility = reference NLL (lower is better); "
-        "speed = new tokens / decode seconds over all cells, ATGR relative to `" + in.baseline_method + "`.\n\n";
-  md += "| model | method | harmful n | ASR [95% CI] | over-refusal [95% CI] | ref NLL | decode tok/s | ATGR |\n";
-  md += "|---|---|---:|---|---|---:|---:|---:|\n";
+        "speed = new tokens / decode seconds over all cells. ATGR = time per token of the method / that of "
+        "plain (> 1: slower than plain). *ATGR unpaired* divides speeds of cells that ran at different times, "
+        "so background load during either side moves it; *ATGR paired* is the median of back-to-back "
+        "method/plain pairs (section *Speed against plain*), which load hits alike.\n\n";
+  const bool paired = !in.paired_speed.empty();
+  md += "| model | method | harmful n | ASR [95% CI] | over-refusal [95% CI] | ref NLL | decode tok/s | ATGR unpaired |" +
+        std::string(paired ? " ATGR paired [IQR] |" : "") + "\n";
+  md += "|---|---|---:|---|---|---:|---:|---:|" + std::string(paired ? "---:|" : "") + "\n";
   for (const auto& key : order) {
     const Pool& p = pools[key];
     std::string asr = "—", over = "—", speed = "—", atgr = "—";
@@ -294,8 +311,32 @@ std::string summary_section(const ReportInputs& in) {
     }
     md += "| " + md_cell(key.first) + " | " + md_cell(key.second) + " | " + std::to_string(p.harmful_n) + " | " +
           asr + " | " + over + " | " + (p.ref_nll ? fixed(*p.ref_nll, 3) : "—") + " | " + speed + " | " + atgr +
-          " |\n";
+          " |" + (paired ? " " + paired_atgr_text(in, key.first, key.second) + " |" : std::string()) + "\n";
   }
+  return md + "\n";
+}
+
+// The section on the paired speed measurement: one row per (model, method).
+std::string paired_speed_section(const ReportInputs& in) {
+  if (in.paired_speed.empty()) return "";
+  std::string md = "## Speed against plain (paired)\n\n";
+  md += "ATGR = time per generated token of the method / that of plain decoding, prefill included (as in the "
+        "SafeDecoding paper; > 1 means slower than plain). Measured " +
+        (in.speed_note.empty() ? std::string("in interleaved pairs of timed batches") : in.speed_note) +
+        ". Each pair gives one ratio; the table shows their median, interquartile range and range. A row "
+        "marked **noisy** varied too much between pairs to be read as a number: rerun it on a quieter "
+        "machine. Per-pair times: `speed.jsonl`.\n\n";
+  md += "| model | method | ATGR paired | IQR | min–max | pairs | spread (IQR/median) | batch (prompts × tokens) | "
+        "plain tok/s | method tok/s |\n";
+  md += "|---|---|---:|---|---|---:|---:|---|---:|---:|\n";
+  for (const auto& s : in.paired_speed)
+    md += "| " + md_cell(s.model) + " | " + md_cell(s.method) + " | " +
+          (s.noisy ? "unreliable (" + fixed(s.atgr, 2) + ", **noisy**)" : fixed(s.atgr, 2)) + " | " +
+          fixed(s.q1, 2) + "–" + fixed(s.q3, 2) + " | " + fixed(s.min, 2) + "–" + fixed(s.max, 2) + " | " +
+          std::to_string(s.pairs) + " | " + pct(s.spread) + " | " +
+          (s.prompts > 0 ? std::to_string(s.prompts) + " × " + std::to_string(s.new_tokens) : std::string("—")) +
+          " | " + fixed(s.plain_tok_s, 1) + " | " +
+          fixed(s.method_tok_s, 1) + " |\n";
   return md + "\n";
 }
 }  // namespace
@@ -307,16 +348,18 @@ std::string render_report_markdown(const ReportInputs& in, const std::vector<std
   std::string judge_list;
   for (const auto& j : judges) judge_list += (judge_list.empty() ? "" : ", ") + ("`" + j + "`");
   if (!in.rows.empty()) md += summary_section(in);
+  md += paired_speed_section(in);
   md += "## Results\n\n";
   if (in.rows.empty()) {
     md += "No results yet.\n\n";
   } else {
     md += "Judge: " + judge_list + ". Rates are over n prompts with Wilson 95% intervals; ASR = 1 − "
           "refusal rate on harmful sets; over-refusal = refusal rate on `" + in.over_refusal_dataset +
-          "`; ref NLL = mean per-token NLL of reference answers (nats); ATGR = decode time per token "
-          "relative to `" + in.baseline_method + "`.\n\n";
+          "`; ref NLL = mean per-token NLL of reference answers (nats); ATGR unpaired = decode time per token "
+          "of the cell / that of `" + in.baseline_method + "` on the same dataset, from cells run at different "
+          "times (background load can move it; see the paired figure where measured).\n\n";
     md += "| model | method | dataset | judge | n | refusal rate [95% CI] | ASR | over-refusal | "
-          "ref NLL | mean new tokens | decode tok/s | ATGR |\n";
+          "ref NLL | mean new tokens | decode tok/s | ATGR unpaired |\n";
     md += "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& r : in.rows) {
       const DatasetMetrics& m = r.metrics;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "eval/paired_speed.h"
 #include "eval/results_io.h"
 
 namespace safedec {
@@ -53,7 +54,10 @@ struct ReportInputs {
   std::vector<ResultRow> rows;
   std::string judge_note;      // shown under the table; default explains the keyword judge
   std::string over_refusal_dataset = "xstest_safe";
-  std::string baseline_method = "plain";  // for ATGR (decode time per token relative to it)
+  std::string baseline_method = "plain";  // for the unpaired ATGR (decode time per token relative to it)
+  // Paired speed against plain (eval/paired_speed.h), per (model, method); empty: not measured.
+  std::vector<PairedSpeed> paired_speed;
+  std::string speed_note;      // how it was measured (one sentence fragment)
   std::vector<std::pair<std::string, std::vector<SweepPoint>>> sweeps;  // (parameter, points)
   std::optional<GateTrace> gate_trace;
   std::string run_info;        // free text (command, manifest summary)

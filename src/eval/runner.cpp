@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +22,8 @@
 #include "core/jsonl.h"
 #include "decoding/model_bundle.h"
 #include "decoding/strategy_registry.h"
+#include "decoding/timing.h"
+#include "eval/paired_speed.h"
 #include "eval/progress.h"
 #include "eval/rejudge.h"
 #include "eval/ref_nll.h"
@@ -272,6 +275,97 @@ std::string format_results_table(const std::vector<ResultRow>& rows) {
   return o.str();
 }
 
+namespace {
+
+// Methods whose speed is measured against plain decoding: every column that is not plain itself.
+std::vector<size_t> speed_methods(const EvalConfig& config) {
+  std::vector<size_t> out;
+  if (!config.speed.enabled) return out;
+  for (size_t i = 0; i < config.methods.size(); ++i)
+    if (config.methods[i].name != "plain") out.push_back(i);
+  return out;
+}
+
+bool speed_pending(const EvalConfig& config, const std::string& model, const std::string& path) {
+  for (size_t me : speed_methods(config))
+    if (static_cast<int64_t>(finished_speed_pairs(path, model, config.methods[me].label).size()) < config.speed.pairs)
+      return true;
+  return false;
+}
+
+// The paired speed measurement of one model (eval/paired_speed.h): for every non-plain method,
+// the pairs not yet in speed.jsonl, each a plain batch and a method batch on the same prompts with
+// the same forced length, in alternating order; one row per finished pair.
+void run_paired_speed(const EvalConfig& config, const ModelBundle& bundle, const EvalModelSpec& model_spec,
+                      const Dataset& ds, const std::string& path, std::ostream& log) {
+  const EvalSpeedSettings& sp = config.speed;
+  const int64_t context = bundle.model->config().context_length;
+  std::vector<StrategyPrompt> prompts;  // the first prompts of the dataset that fit with new_tokens
+  for (const auto& ex : ds.examples) {
+    if (static_cast<int64_t>(prompts.size()) >= sp.prompts) break;
+    StrategyPrompt p = bundle.make_prompt(ex.id, ex.prompt,
+                                          ex.system.empty() ? std::nullopt : std::optional<std::string>(ex.system));
+    if (!context_skip_reason(p.ids.size(), sp.new_tokens, context).empty()) continue;
+    prompts.push_back(std::move(p));
+  }
+  if (prompts.empty()) {
+    log << "[eval] speed: no prompt of " << ds.spec.name << " fits the context with " << sp.new_tokens
+        << " new tokens; no paired speed for " << model_spec.label << "\n";
+    return;
+  }
+  const EvalMethodSpec* plain_spec = nullptr;
+  for (const auto& m : config.methods)
+    if (m.name == "plain" && !plain_spec) plain_spec = &m;
+  MethodFactory plain(plain_spec ? plain_spec->config : load_method_config("plain"), bundle);
+  const int64_t P = static_cast<int64_t>(prompts.size());
+  auto time_one = [&](const MethodFactory& f, int64_t n) {
+    auto s = f.make();
+    return timed_generation(*s, prompts, n, config.generation.sampling);
+  };
+  time_one(plain, std::min<int64_t>(4, sp.new_tokens));  // warm-up: allocator, thread pool, rope tables
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t me : speed_methods(config)) {
+    const EvalMethodSpec& method = config.methods[me];
+    const std::vector<int64_t> done = finished_speed_pairs(path, model_spec.label, method.label);
+    if (static_cast<int64_t>(done.size()) >= sp.pairs) continue;
+    MethodFactory factory(method.config, bundle);
+    try {
+      time_one(factory, std::min<int64_t>(4, sp.new_tokens));  // warm-up (and its prefix cache)
+    } catch (const ContextOverflow& e) {
+      log << "[eval] speed: " << method.label << " leaves out: the method lengthens a prompt past the context ("
+          << e.what() << ")\n";
+      continue;
+    }
+    for (int64_t k = 0; k < sp.pairs; ++k) {
+      if (std::find(done.begin(), done.end(), k) != done.end()) continue;
+      TimedGeneration tp, tm;
+      if (plain_first_in_pair(k)) {
+        tp = time_one(plain, sp.new_tokens);
+        tm = time_one(factory, sp.new_tokens);
+      } else {
+        tm = time_one(factory, sp.new_tokens);
+        tp = time_one(plain, sp.new_tokens);
+      }
+      SpeedPair pr;
+      pr.pair = k;
+      pr.plain_s_per_token = tp.seconds_per_token();
+      pr.method_s_per_token = tm.seconds_per_token();
+      append_jsonl(path, speed_row_json(model_spec.label, method.label, ds.spec.name, P, sp.new_tokens, pr,
+                                        tp.seconds_per_decode_step(), tm.seconds_per_decode_step()));
+    }
+    for (const auto& s : read_paired_speed(path, sp.noisy_spread))
+      if (s.model == model_spec.label && s.method == method.label)
+        log << "[eval] speed: " << method.label << " ATGR (paired, method/plain time per token) " << fmt_rate(s.atgr)
+            << " [IQR " << fmt_rate(s.q1) << "-" << fmt_rate(s.q3) << "] over " << s.pairs << " pairs"
+            << (s.noisy ? " NOISY" : "") << "\n";
+  }
+  log << "[eval] speed: " << model_spec.label << " measured in "
+      << fmt_rate(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()) << " s (" << P
+      << " prompts of " << ds.spec.name << ", " << sp.new_tokens << " forced tokens, " << sp.pairs << " pairs)\n";
+}
+
+}  // namespace
+
 EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   // Launched as several ranks (torchrun): each generates its share of every cell's prompts into its
   // shard files; rank 0 alone writes the run directory (merging the shards cell by cell), the manifest,
@@ -361,7 +455,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   if (resumed && !options.report_only) {  // report-only may read a run still being written
     std::string diag;
     if (main_rank)
-      for (const auto& p : {results_path, generations_path, run_path + "/ref_nll.jsonl"})
+      for (const auto& p : {results_path, generations_path, run_path + "/ref_nll.jsonl", run_path + "/speed.jsonl"})
         if (repair_torn_tail(p, &diag)) log << "[eval] resume: " << diag << "\n";
     if (group)
       for (const auto& p : {gen_out, nll_out}) repair_torn_tail(p, &diag);
@@ -407,6 +501,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   EvalRunSummary summary;
   summary.cells_total = cells.size();
   const std::string ref_path = run_path + "/ref_nll.jsonl";
+  const std::string speed_path = run_path + "/speed.jsonl";
   const std::string trace_dir = main_rank ? run_path + "/traces" : my_shard + "/traces";
 
   size_t cell_index = 0;
@@ -418,6 +513,9 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     bool model_needed = false;
     for (size_t me = 0; me < config.methods.size(); ++me)
       for (size_t d = 0; d < datasets.size(); ++d) model_needed = model_needed || !cell_done(me, d);
+    const bool speed_todo =
+        main_rank && !options.report_only && speed_pending(config, model_spec.label, speed_path);
+    model_needed = model_needed || speed_todo;
     if (!model_needed || options.report_only) {
       const size_t n = config.methods.size() * datasets.size();
       summary.cells_skipped += n;
@@ -738,6 +836,8 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
               << (row.metrics.ref_nll ? ", ref NLL " + fmt_rate(*row.metrics.ref_nll) : std::string()) << "\n";
       }
     }
+    // Paired speed against plain (config `speed`), on rank 0 only, after the model's cells.
+    if (speed_todo) run_paired_speed(config, bundle, model_spec, datasets.front(), speed_path, log);
   }
 
   if (group) {
@@ -761,6 +861,15 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   }
 
   ReportInputs ri;
+  if (fs::exists(run_path + "/speed.jsonl")) {
+    ri.paired_speed = read_paired_speed(run_path + "/speed.jsonl", config.speed.noisy_spread);
+    ri.speed_note = "each method against plain decoding in " + std::to_string(config.speed.pairs) +
+                    " interleaved pairs of timed batches (order alternating per pair) on the first prompts of `" +
+                    datasets.front().spec.name + "` (up to " + std::to_string(config.speed.prompts) +
+                    ", as many as the run's sample holds) with forced new tokens per row (EOS ignored); " +
+                    "noisy when the interquartile range of the pair ratios exceeds " +
+                    fmt_rate(config.speed.noisy_spread) + " x the median";
+  }
   ri.judges_section = run_further_judges(config, run.path(), !options.report_only, log);
   ri.title = "safedec evaluation: " + config.name;
   ri.rows = summary.rows;

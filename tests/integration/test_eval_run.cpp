@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -326,4 +327,60 @@ datasets: [advbench]
   EXPECT_NE(r.out.find("/nonexistent/icv.safetensors"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("safedec icv extract"), std::string::npos) << "says how to make it: " << r.out;
   EXPECT_FALSE(fs::exists(out + "/results.jsonl")) << "plain did not run first";
+}
+
+// The paired speed measurement (config `speed`) on the real model: one speed.jsonl row per pair of
+// every non-plain method, ratios finite and positive (their values are not asserted: they are
+// timings), the report's paired section, and a resumed run that runs only the missing pair.
+TEST(EvalRun, PairedSpeedRowsExistAndAResumeRunsOnlyMissingPairs) {
+  safedec::require_cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
+  const std::string out = dir("speed");
+  fs::remove_all(out);
+  const std::string cfg = write_config("speed", R"(name: speed
+limit: 2
+models: [smollm2-135m-instruct]
+methods: [plain, acd]
+datasets: [advbench]
+generation: {max_new_tokens: 4, batch_size: 2}
+speed: {pairs: 3, prompts: 2, new_tokens: 4}
+)");
+  RunResult r = run("eval --config " + cfg + " --out " + out + " --threads 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("[eval] speed: acd ATGR (paired"), std::string::npos) << r.out;
+  auto rows = read_lines(out + "/speed.jsonl");
+  ASSERT_EQ(rows.size(), 3u) << "3 pairs of acd; plain is not compared with itself";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const json& j = rows[i];
+    EXPECT_EQ(j["model"], "smollm2-135m-instruct");
+    EXPECT_EQ(j["method"], "acd");
+    EXPECT_EQ(j["pair"], static_cast<int64_t>(i));
+    EXPECT_EQ(j["order"], i % 2 == 0 ? "plain_first" : "method_first");
+    EXPECT_EQ(j["dataset"], "advbench");
+    EXPECT_EQ(j["prompts"], 2);
+    EXPECT_EQ(j["new_tokens"], 4);
+    for (const char* k : {"plain_s_per_token", "method_s_per_token", "ratio"}) {
+      const double v = j[k].get<double>();
+      EXPECT_TRUE(std::isfinite(v) && v > 0) << k << " = " << v;
+    }
+  }
+  std::stringstream report;
+  report << std::ifstream(out + "/report.md").rdbuf();
+  EXPECT_NE(report.str().find("## Speed against plain (paired)"), std::string::npos) << report.str();
+  EXPECT_NE(report.str().find("| smollm2-135m-instruct | acd | "), std::string::npos) << report.str();
+  EXPECT_NE(report.str().find("ATGR unpaired | ATGR paired [IQR] |"), std::string::npos) << report.str();
+
+  // Drop the last pair, as if the run had been stopped during it: --resume runs that pair only.
+  std::ofstream(out + "/speed.jsonl", std::ios::trunc) << rows[0].dump() << "\n" << rows[1].dump() << "\n";
+  RunResult resumed = run("eval --config " + cfg + " --out " + out + " --resume --threads 1");
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  auto after = read_lines(out + "/speed.jsonl");
+  ASSERT_EQ(after.size(), 3u) << "finished pairs were not redone";
+  EXPECT_EQ(after[0], rows[0]);
+  EXPECT_EQ(after[1], rows[1]);
+  EXPECT_EQ(after[2]["pair"], 2);
+  // A finished run resumed again runs nothing.
+  resumed = run("eval --config " + cfg + " --out " + out + " --resume --threads 1");
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_EQ(read_lines(out + "/speed.jsonl").size(), 3u);
+  EXPECT_EQ(resumed.out.find("loading model"), std::string::npos) << resumed.out;
 }

@@ -195,3 +195,41 @@ TEST(EvalConfig, EveryShippedEvalConfigParses) {
   }
   EXPECT_GE(parsed, 5) << "configs/ should hold quickstart, full and the experiment configs";
 }
+
+TEST(EvalConfig, SpeedSettingsAreReadAndCheckedWithLineAndColumn) {
+  const std::string base = "models: [smollm2-135m-instruct]\nmethods: [plain, acd]\ndatasets: [advbench]\n";
+  EvalConfig c = parse(base);
+  EXPECT_FALSE(c.speed.enabled) << "no `speed` key: no paired measurement";
+  EXPECT_FALSE(c.resolved()["speed"]) << "and the resolved config of such a run is unchanged";
+  c = parse(base + "speed: on\n");
+  EXPECT_TRUE(c.speed.enabled);
+  EXPECT_EQ(c.speed.pairs, 5);
+  EXPECT_EQ(c.speed.new_tokens, 32);
+  EXPECT_FALSE(parse(base + "speed: off\n").speed.enabled);
+  c = parse(base + "speed: {pairs: 3, prompts: 2, new_tokens: 16, noisy_spread: 0.4}\n");
+  EXPECT_TRUE(c.speed.enabled);
+  EXPECT_EQ(c.speed.pairs, 3);
+  EXPECT_EQ(c.speed.prompts, 2);
+  EXPECT_EQ(c.speed.new_tokens, 16);
+  EXPECT_DOUBLE_EQ(c.speed.noisy_spread, 0.4);
+  EXPECT_EQ(c.resolved()["speed"]["pairs"].as<int>(), 3);
+  EXPECT_DOUBLE_EQ(c.resolved()["speed"]["noisy_spread"].as<double>(), 0.4);
+
+  std::string m = error_of([&] { parse(base + "speed: {pairs: 3, pears: 2}\n"); });
+  EXPECT_NE(m.find("test.yaml:4:"), std::string::npos) << m;
+  EXPECT_NE(m.find("unknown key `pears`"), std::string::npos) << m;
+  m = error_of([&] { parse(base + "speed: sometimes\n"); });
+  EXPECT_NE(m.find("test.yaml:4:8: `speed` must be off, on or a mapping"), std::string::npos) << m;
+  m = error_of([&] { parse(base + "speed: [1, 2]\n"); });
+  EXPECT_NE(m.find("`speed` must be off, on or a mapping"), std::string::npos) << m;
+  m = error_of([&] { parse(base + "speed: {pairs: 0}\n"); });
+  EXPECT_NE(m.find("test.yaml:4:8: speed.pairs must be in 1..1000 (got 0)"), std::string::npos) << m;
+  m = error_of([&] { parse(base + "speed: {prompts: 0}\n"); });
+  EXPECT_NE(m.find("speed.prompts must be in 1..1024"), std::string::npos) << m;
+  m = error_of([&] { parse(base + "speed: {new_tokens: 1}\n"); });
+  EXPECT_NE(m.find("speed.new_tokens must be in 2..4096 (got 1)"), std::string::npos) << m;
+  m = error_of([&] { parse(base + "speed: {noisy_spread: -0.1}\n"); });
+  EXPECT_NE(m.find("speed.noisy_spread must be a number > 0"), std::string::npos) << m;
+  m = error_of([&] { parse(base + "speed: {pairs: many}\n"); });
+  EXPECT_NE(m.find("`speed` key `pairs` has a value of the wrong type ('many')"), std::string::npos) << m;
+}
