@@ -159,7 +159,7 @@ class NgsdInstance : public MethodInstance {
       const ModelBundle* b = &target;
       const std::string sys = n.expert_system;
       render_ = [b, sys](const StrategyPrompt& base, const std::optional<std::string>&) {
-        return b->make_prompt(base.id, base.user, sys);
+        return b->rerender(base, sys);
       };
     } else if (n.expert == "self_truncated") {
       const int64_t k = n.expert_layers > 0 ? n.expert_layers : std::max<int64_t>(1, mc.n_layers / 3);

@@ -22,10 +22,14 @@ ModelBundle load_model_bundle(const std::string& name_or_path, const LoadOptions
 }
 
 StrategyPrompt ModelBundle::make_prompt(const std::string& id, const std::string& user,
-                                        const std::optional<std::string>& system) const {
-  ChatPrompt rendered = chat->render(system, {{"user", user}}, /*add_generation_prompt=*/true);
+                                        const std::optional<std::string>& system,
+                                        const std::vector<ChatMessage>& history) const {
+  std::vector<ChatMessage> messages = history;
+  messages.push_back({"user", user});
+  ChatPrompt rendered = chat->render(system, messages, /*add_generation_prompt=*/true);
   StrategyPrompt p;
   p.id = id;
+  p.history = history;
   p.user = user;
   p.has_system = system.has_value();
   p.system = system.value_or("");
@@ -33,6 +37,10 @@ StrategyPrompt ModelBundle::make_prompt(const std::string& id, const std::string
   p.system_begin = rendered.system_begin;
   p.system_end = rendered.system_end;
   return p;
+}
+
+StrategyPrompt ModelBundle::rerender(const StrategyPrompt& base, const std::optional<std::string>& system) const {
+  return make_prompt(base.id, base.user, system, base.history);
 }
 
 GenerationOptions ModelBundle::generation_options() const {

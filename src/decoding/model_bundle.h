@@ -20,9 +20,13 @@ struct ModelBundle {
   std::shared_ptr<Tokenizer> tokenizer;
   std::shared_ptr<ChatTemplate> chat;
 
-  // Renders one user turn (with an optional system text) for this model.
+  // Renders a chat for this model: an optional system text, earlier turns (`history`, alternating
+  // user/assistant from user) and the final user turn, with the generation prompt.
   StrategyPrompt make_prompt(const std::string& id, const std::string& user,
-                             const std::optional<std::string>& system = std::nullopt) const;
+                             const std::optional<std::string>& system = std::nullopt,
+                             const std::vector<ChatMessage>& history = {}) const;
+  // Renders `base`'s conversation (history + user) again with another system text.
+  StrategyPrompt rerender(const StrategyPrompt& base, const std::optional<std::string>& system) const;
   // Generation options with this model's end-of-generation ids and detokenizer.
   GenerationOptions generation_options() const;
   int64_t pad_id() const;

@@ -9,14 +9,21 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/chat_template.h"
+
 namespace safedec {
 
 // One conversation to continue: the raw chat and its rendering for the target model.
+// A multi-turn chat is (system, history, user): `history` holds the earlier turns, alternating
+// user/assistant and starting with user, and `user` is the final user turn that the reply answers.
+// Every renderer (the target's, ACD's system branches, an expert's own template, steering) renders
+// the whole conversation, so all branches see the same chat; only the system slot may differ.
 struct StrategyPrompt {
   std::string id;
   std::string system;           // system text ("" = none); strategies may replace it
   bool has_system = false;      // false: the template's default (e.g. SmolLM2's own system line)
-  std::string user;             // the user turn
+  std::vector<ChatMessage> history;  // earlier turns before `user` (empty = a single-turn chat)
+  std::string user;             // the final user turn
   std::vector<int32_t> ids;     // the target's rendering (chat template + generation prompt)
   int64_t system_begin = -1;    // token span of the system text inside ids, -1 if none
   int64_t system_end = -1;

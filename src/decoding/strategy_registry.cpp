@@ -10,7 +10,7 @@ namespace safedec {
 PromptRenderer bundle_renderer(const ModelBundle& bundle) {
   const ModelBundle* b = &bundle;
   return [b](const StrategyPrompt& base, const std::optional<std::string>& system) {
-    return b->make_prompt(base.id, base.user, system);
+    return b->rerender(base, system);
   };
 }
 

@@ -171,6 +171,9 @@ ServeRequest parse_chat_request(const std::string& body) {
   if (!j.contains("messages")) throw bad("messages", "'messages' is required", "missing_field");
   const json& m = j["messages"];
   if (!m.is_array() || m.empty()) throw bad("messages", "'messages' must be a non-empty array");
+  // The conversation: [system|developer] (user assistant)* user. Earlier turns go to `history`; every
+  // safety method renders the whole conversation and answers the final user turn.
+  std::vector<ChatMessage> turns;
   size_t i = 0;
   for (const auto& msg : m) {
     const std::string where = "messages[" + std::to_string(i) + "]";
@@ -180,20 +183,37 @@ ServeRequest parse_chat_request(const std::string& body) {
       if (it.key() != "role" && it.key() != "content" && it.key() != "name")
         throw bad(where + "." + it.key(), "unknown field '" + where + "." + it.key() + "'", "unknown_field");
     const std::string role = msg["role"].get<std::string>();
+    const std::string at = " at position " + std::to_string(i);
+    if (role == "tool" || role == "function")
+      throw bad(where + ".role", "role '" + role + "'" + at +
+                                     " is not supported: safedec serve takes no tools; send system, user and "
+                                     "assistant messages only");
+    if (role != "system" && role != "developer" && role != "user" && role != "assistant")
+      throw bad(where + ".role", "unknown role '" + role + "'" + at +
+                                     "; safedec serve accepts system, developer, user and assistant");
     const std::string text = message_text(msg["content"], i);
-    const bool last = i + 1 == m.size();
-    if ((role == "system" || role == "developer") && i == 0 && !last) {
+    if (role == "system" || role == "developer") {
+      if (i != 0)
+        throw bad(where + ".role", "a " + role + " message is only accepted as the first message, got one" + at);
       r.system = text;
-    } else if (role == "user" && last) {
-      r.user = text;
     } else {
-      throw bad(where, "safedec serve takes one optional system message followed by one user message (the "
-                       "safety methods re-render the user turn); multi-turn history is not supported, got role '" +
-                           role + "' at position " + std::to_string(i));
+      // Turns after the optional system message alternate user, assistant, user, ...
+      const std::string expected = turns.size() % 2 == 0 ? "user" : "assistant";
+      if (role != expected)
+        throw bad(where + ".role", "the conversation must alternate user and assistant turns starting with user; "
+                                   "expected '" + expected + "' but got '" + role + "'" + at);
+      if (text.empty()) throw bad(where + ".content", "the " + role + " message" + at + " is empty");
+      turns.push_back({role, text});
     }
     ++i;
   }
-  if (r.user.empty()) throw bad("messages", "the user message is empty");
+  if (turns.empty() || turns.back().role != "user")
+    throw bad("messages", turns.empty() ? std::string("'messages' holds no user message; end the conversation with one")
+                                        : "the conversation must end with a user message, got an assistant message "
+                                          "at position " + std::to_string(m.size() - 1));
+  r.user = turns.back().content;
+  turns.pop_back();
+  r.history = std::move(turns);
   return r;
 }
 

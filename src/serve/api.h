@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "decoding/processors.h"
+#include "tokenizer/chat_template.h"
 
 namespace safedec {
 
@@ -43,8 +44,10 @@ struct MethodChoice {
 struct ServeRequest {
   bool chat = true;
   std::string model;
-  // chat: at most one system message and one user message (rendered by the model's chat template)
+  // chat: an optional first system (or developer) message, earlier turns alternating user/assistant
+  // from user (`history`), and the final user message (`user`); rendered by the model's chat template
   std::optional<std::string> system;
+  std::vector<ChatMessage> history;
   std::string user;
   // completions: the raw prompt text (no chat template)
   std::string prompt;

@@ -146,7 +146,7 @@ std::shared_ptr<ServeJob> Server::make_job(const ServeRequest& r, std::string* l
   job->id = (r.chat ? "chatcmpl-" : "cmpl-") + std::to_string(created_) + "-" + std::to_string(next_id_++);
   try {
     if (r.chat) {
-      job->prompt = bundle_.make_prompt(job->id, r.user, r.system);
+      job->prompt = bundle_.make_prompt(job->id, r.user, r.system, r.history);
     } else {
       job->prompt.id = job->id;
       job->prompt.user = r.prompt;

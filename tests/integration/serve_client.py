@@ -106,6 +106,26 @@ def mode_main(a):
     check("".join(c.choices[0].text for c in cs if c.choices) == c1.choices[0].text,
           "streamed completion equals the non-streamed one")
 
+    # A multi-turn chat: the first answer goes back as the assistant turn, then a follow-up question.
+    conv = [{"role": "system", "content": "You are a helpful assistant."}] + msgs + [
+        {"role": "assistant", "content": text}, {"role": "user", "content": f"Which one is warmest? ({MARKER})"}]
+    mt = client.chat.completions.create(model=a.model, messages=conv, max_tokens=16)
+    check(len(mt.choices[0].message.content) > 0 and mt.usage.prompt_tokens > r1.usage.prompt_tokens,
+          f"multi-turn chat answers and counts the history ({mt.usage.prompt_tokens} prompt tokens, single turn "
+          f"{r1.usage.prompt_tokens})")
+    mt2 = client.chat.completions.create(model=a.model, messages=conv, max_tokens=16)
+    check(mt2.choices[0].message.content == mt.choices[0].message.content, "greedy multi-turn chat is deterministic")
+    last_only = client.chat.completions.create(model=a.model, messages=[conv[0], conv[-1]], max_tokens=16)
+    check(last_only.usage.prompt_tokens < mt.usage.prompt_tokens, "the history adds prompt tokens")
+    mts = list(client.chat.completions.create(model=a.model, messages=conv, max_tokens=16, stream=True))
+    check("".join(c.choices[0].delta.content or "" for c in mts if c.choices) == mt.choices[0].message.content,
+          "streamed multi-turn chat equals the non-streamed one")
+    for method in ("acd", "ngsd", "safedecoding"):
+        rm = client.chat.completions.create(model=a.model, messages=conv, max_tokens=8,
+                                            extra_body={"safedec": {"method": method}})
+        check(len(rm.choices[0].message.content) > 0 and rm.usage.prompt_tokens == mt.usage.prompt_tokens,
+              f"multi-turn chat with method {method} ({rm.usage.prompt_tokens} prompt tokens)")
+
     for method, alpha in (("acd", 0.5), ("ngsd", 0.75), ("safedecoding", None)):
         extra = {"method": method} if alpha is None else {"method": method, "alpha": alpha}
         rm = client.chat.completions.create(model=a.model, messages=user("How do I pick a lock?"), max_tokens=12,
@@ -141,9 +161,20 @@ def mode_main(a):
         model=a.model, messages=msgs, max_tokens=10 ** 6), "context_length_exceeded")
     expect_error("prompt over the context", bad, 400, lambda: client.chat.completions.create(
         model=a.model, messages=user(" hello" * 9000), max_tokens=4), "context_length_exceeded")
-    expect_error("multi-turn history", bad, 400, lambda: client.chat.completions.create(
-        model=a.model, max_tokens=4, messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                                               {"role": "user", "content": "c"}]))
+    for what, order, param, position in (
+            ("two user turns in a row", ["user", "user"], "messages[2].role", "position 2"),
+            ("assistant turn last", ["user", "assistant"], "messages", "position 2"),
+            ("tool role", ["user", "tool", "user"], "messages[2].role", "position 2")):
+        conv = [{"role": "system", "content": "Be brief."}] + [{"role": r, "content": f"turn {i}"}
+                                                               for i, r in enumerate(order)]
+        try:
+            client.chat.completions.create(model=a.model, max_tokens=4, messages=conv)
+            check(False, f"malformed conversation ({what}): no error raised")
+        except bad as e:
+            body = e.body if isinstance(e.body, dict) else {}
+            check(e.status_code == 400 and body.get("param") == param and position in body.get("message", ""),
+                  f"malformed conversation ({what}): HTTP {e.status_code} param={body.get('param')!r} names "
+                  f"{position!r}")
     expect_error("unknown model", openai.NotFoundError, 404, lambda: client.chat.completions.create(
         model="gpt-nope", messages=msgs, max_tokens=4), "model_not_found")
     wrong = openai.OpenAI(base_url=base + "/v1", api_key="wrong-key", max_retries=0)

@@ -19,6 +19,9 @@
 
 #include "core/paths.h"
 #include "decoding/model_bundle.h"
+#include "decoding/plain_strategy.h"
+#include "decoding/strategy_registry.h"
+#include "serve/api.h"
 #include "serve/scheduler.h"
 
 namespace {
@@ -110,6 +113,103 @@ TEST(ServeScheduler, MethodsRunBesideThePlainBatch) {
     EXPECT_TRUE(j->finish_reason == "length" || j->finish_reason == "eos") << j->id << ": " << j->error;
   }
   EXPECT_EQ(a1->tokens, a2->tokens) << "an ACD request's tokens depend on when it started";
+}
+
+// A multi-turn chat request as the server parses it.
+const char* kMultiTurnBody = R"({"model": "m", "messages": [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Name three primary colors."},
+    {"role": "assistant", "content": "Red, yellow and blue."},
+    {"role": "user", "content": "Which one is warmest?"}]})";
+
+std::vector<ChatMessage> all_turns(const ServeRequest& r) {
+  std::vector<ChatMessage> m = r.history;
+  m.push_back({"user", r.user});
+  return m;
+}
+
+// Greedy plain decoding of token ids as they are (the reference for what a branch should see).
+std::vector<int32_t> plain_greedy(const ModelBundle& b, const std::vector<int32_t>& ids, int64_t n) {
+  GenerationOptions o = b.generation_options();
+  o.max_new_tokens = n;
+  Generator gen(o);
+  PlainStrategy plain(b.model, b.pad_id());
+  StrategyPrompt p;
+  p.id = "ref";
+  p.ids = ids;
+  return gen.run(plain, {p})[0].tokens;
+}
+
+TEST(ServeScheduler, MultiTurnChatRendersAsTheChatTemplateRendersTheMessages) {
+  ModelBundle b = load_model_bundle(smollm2());
+  const ServeRequest r = parse_chat_request(kMultiTurnBody);
+  ASSERT_EQ(r.history.size(), 2u);
+  ASSERT_TRUE(r.system.has_value());
+  const ChatPrompt want = b.chat->render(*r.system, all_turns(r), /*add_generation_prompt=*/true);
+  const StrategyPrompt p = b.make_prompt("mt", r.user, r.system, r.history);
+  EXPECT_EQ(p.ids, want.ids) << "the served prompt is not the template's rendering of the conversation";
+  EXPECT_EQ(p.system_begin, want.system_begin);
+  EXPECT_EQ(p.system_end, want.system_end);
+  EXPECT_NE(want.text.find("Red, yellow and blue."), std::string::npos) << want.text;
+  // Re-rendering with another system text (ACD's branches, a prompted expert) keeps the history.
+  const ChatPrompt other = b.chat->render(std::string("Be safe."), all_turns(r), true);
+  EXPECT_EQ(bundle_renderer(b)(p, std::string("Be safe.")).ids, other.ids);
+  EXPECT_EQ(b.rerender(p, std::string("Be safe.")).ids, other.ids);
+  // Plain through the scheduler: the same tokens as decoding the template's ids directly.
+  Scheduler s(b, SchedulerOptions{8, 8});
+  auto j = std::make_shared<ServeJob>();
+  j->id = "mt";
+  j->prompt = p;
+  j->max_tokens = 12;
+  ASSERT_TRUE(s.submit(j));
+  j->wait();
+  ASSERT_TRUE(j->finish_reason == "length" || j->finish_reason == "eos") << j->error;
+  EXPECT_EQ(j->tokens, plain_greedy(b, want.ids, 12));
+}
+
+TEST(ServeScheduler, SafetyMethodsDecodeTheWholeConversation) {
+  ModelBundle b = load_model_bundle(smollm2());
+  const ServeRequest r = parse_chat_request(kMultiTurnBody);
+  const StrategyPrompt p = b.make_prompt("mt", r.user, r.system, r.history);
+  const StrategyPrompt single = b.make_prompt("st", r.user, r.system);
+  ASSERT_GT(p.ids.size(), single.ids.size());
+  const int64_t n = 8;
+  auto run = [&](const MethodConfig& cfg, const StrategyPrompt& prompt) {
+    MethodFactory f(cfg, b);
+    auto strategy = f.make();
+    GenerationOptions o = b.generation_options();
+    o.max_new_tokens = n;
+    Generator gen(o);
+    return gen.run(*strategy, {prompt})[0];
+  };
+  // ACD with alpha 0 scores with its safe-prompt branch alone: plain decoding of the conversation
+  // re-rendered with the safe prompt as the system text, history included.
+  MethodConfig acd = load_method_config("acd");
+  acd.acd.alpha = 0.0;
+  const std::vector<int32_t> acd_tokens = run(acd, p).tokens;
+  EXPECT_EQ(acd_tokens, plain_greedy(b, b.chat->render(acd.acd.safe_prompt, all_turns(r), true).ids, n))
+      << "ACD's safe-prompt branch does not see the conversation";
+  // The check tells the two apart: without the history the same branch says something else.
+  EXPECT_NE(acd_tokens, plain_greedy(b, b.chat->render(acd.acd.safe_prompt, {{"user", r.user}}, true).ids, n));
+  // NGSD with a fixed alpha 0 keeps the target's distribution: plain decoding of the target rendering.
+  MethodConfig ngsd = load_method_config("ngsd");
+  ASSERT_EQ(ngsd.ngsd.risk, "fixed");
+  ngsd.ngsd.alpha = 0.0;
+  const std::vector<int32_t> ngsd_tokens = run(ngsd, p).tokens;
+  EXPECT_EQ(ngsd_tokens, plain_greedy(b, p.ids, n)) << "NGSD's target branch does not see the conversation";
+  EXPECT_NE(ngsd_tokens, plain_greedy(b, single.ids, n));
+  // Every method at its configured strength runs on the conversation; the prompted experts of
+  // SafeDecoding and NGSD are the conversation re-rendered with their system text.
+  for (const char* m : {"acd", "ngsd", "safedecoding"}) {
+    const MethodConfig cfg = load_method_config(m);
+    const GenerationResult g = run(cfg, p);
+    EXPECT_FALSE(g.tokens.empty()) << m;
+    EXPECT_TRUE(g.finish_reason == "length" || g.finish_reason == "eos") << m;
+  }
+  const MethodConfig sd = load_method_config("safedecoding");
+  ASSERT_EQ(sd.safedecoding.expert, "system_prompt");
+  EXPECT_EQ(bundle_renderer(b)(p, sd.safedecoding.expert_system).ids,
+            b.chat->render(sd.safedecoding.expert_system, all_turns(r), true).ids);
 }
 
 TEST(ServeScheduler, FullQueueIsRefusedAndCancelledRowsLeave) {

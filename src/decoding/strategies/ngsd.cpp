@@ -5,6 +5,11 @@
 // sampling draws from the renormalised score. v starts at 0 for every prompt. alpha per prompt comes
 // from the risk estimator (step A). Optional early stop as in the reference, except that control
 // characters such as "\n" do not trigger it (the reference's bug).
+// Multi-turn chats: the target and the expert both render the whole conversation (system, earlier
+// user/assistant turns, final user turn + generation prompt), the expert with its own template. The
+// risk probe reads the final hidden state of the target rendering's last token, i.e. the generation
+// prompt after the final user turn, so it sees the history as context; self-reflection asks about the
+// final user turn with the history before it (risk.cpp).
 #include "decoding/strategies/ngsd.h"
 
 #include <algorithm>

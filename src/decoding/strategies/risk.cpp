@@ -133,6 +133,8 @@ std::vector<RiskEstimate> SelfReflectionRisk::estimate(const std::vector<Strateg
                                                        const torch::Tensor&) {
   std::vector<StrategyPrompt> asks;
   for (const auto& p : prompts) {
+    // The question replaces the final user turn; earlier turns (p.history) stay before it, so the
+    // model rates the last request in the context of the conversation.
     StrategyPrompt q = p;
     q.user = self_reflection_prompt(p.user);
     asks.push_back(env_.render(q, std::nullopt));

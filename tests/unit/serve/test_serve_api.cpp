@@ -80,11 +80,12 @@ TEST(ServeApi, BadBodiesNameTheField) {
       {R"({"model": "m", "safedec": {"method": 3}, )" + msgs + "}", "safedec.method", "invalid_value"},
       {R"({"model": "m", "safedec": "ngsd", )" + msgs + "}", "safedec", "invalid_value"},
       {R"({"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})",
-       "messages[0]", "invalid_value"},
+       "messages", "invalid_value"},
       {R"({"model": "m", "messages": [{"role": "user", "content": 5}]})", "messages[0].content", "invalid_value"},
       {R"({"model": "m", "messages": [{"role": "user", "content": "x", "extra": 1}]})", "messages[0].extra",
        "unknown_field"},
-      {R"({"model": "m", "messages": [{"role": "user", "content": ""}]})", "messages", "invalid_value"},
+      {R"({"model": "m", "messages": [{"role": "user", "content": ""}]})", "messages[0].content", "invalid_value"},
+      {R"({"model": "m", "messages": [{"role": "system", "content": "s"}]})", "messages", "invalid_value"},
   };
   for (const auto& c : cases) {
     const ApiError e = error_of_chat(c.body);
@@ -92,6 +93,65 @@ TEST(ServeApi, BadBodiesNameTheField) {
     EXPECT_EQ(e.param, c.param) << c.body << " -> " << e.what();
     EXPECT_EQ(e.code, c.code) << c.body << " -> " << e.what();
     EXPECT_FALSE(std::string(e.what()).empty()) << c.body;
+  }
+}
+
+TEST(ServeApi, ParsesAMultiTurnChat) {
+  const ServeRequest r = parse_chat_request(R"({"model": "m", "messages": [
+      {"role": "developer", "content": "Be brief."},
+      {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+      {"role": "user", "content": [{"type": "text", "text": "Name a color."}]},
+      {"role": "assistant", "content": "Blue.", "name": "bot"},
+      {"role": "user", "content": "Another one?"}]})");
+  ASSERT_TRUE(r.system.has_value());
+  EXPECT_EQ(*r.system, "Be brief.");
+  ASSERT_EQ(r.history.size(), 4u);
+  const std::vector<std::pair<std::string, std::string>> want = {
+      {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "Name a color."}, {"assistant", "Blue."}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(r.history[i].role, want[i].first) << i;
+    EXPECT_EQ(r.history[i].content, want[i].second) << i;
+  }
+  EXPECT_EQ(r.user, "Another one?");
+  // Without a system message the history starts at the first message.
+  const ServeRequest n = parse_chat_request(R"({"model": "m", "messages": [{"role": "user", "content": "a"},
+      {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]})");
+  EXPECT_FALSE(n.system.has_value());
+  ASSERT_EQ(n.history.size(), 2u);
+  EXPECT_EQ(n.user, "c");
+}
+
+TEST(ServeApi, MalformedConversationsNameThePosition) {
+  struct Case {
+    std::string messages, param, position;
+  };
+  const std::vector<Case> cases = {
+      // two user turns in a row
+      {R"([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])", "messages[1].role", "position 1"},
+      // starts with the assistant
+      {R"([{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}])", "messages[0].role",
+       "position 0"},
+      // ends with the assistant
+      {R"([{"role": "system", "content": "s"}, {"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])",
+       "messages", "position 2"},
+      // a system message after the first position
+      {R"([{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, {"role": "user", "content": "b"}])",
+       "messages[1].role", "position 1"},
+      // tool and function roles
+      {R"([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "tool", "content": "r"}])",
+       "messages[2].role", "position 2"},
+      {R"([{"role": "function", "content": "r"}, {"role": "user", "content": "b"}])", "messages[0].role", "position 0"},
+      {R"([{"role": "critic", "content": "r"}, {"role": "user", "content": "b"}])", "messages[0].role", "position 0"},
+      // an empty assistant turn inside the history
+      {R"([{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "b"}])",
+       "messages[1].content", "position 1"},
+  };
+  for (const auto& c : cases) {
+    const std::string body = R"({"model": "m", "messages": )" + c.messages + "}";
+    const ApiError e = error_of_chat(body);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, c.param) << body << " -> " << e.what();
+    EXPECT_NE(std::string(e.what()).find(c.position), std::string::npos) << body << " -> " << e.what();
   }
 }
 
