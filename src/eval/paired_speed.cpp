@@ -50,8 +50,9 @@ PairedSpeed summarize_speed_pairs(const std::vector<SpeedPair>& pairs, double no
 }
 
 json speed_row_json(const std::string& model, const std::string& method, const std::string& dataset, int64_t prompts,
-                    int64_t new_tokens, const SpeedPair& p, double plain_decode_step_s, double method_decode_step_s) {
-  return json{{"model", model},
+                    int64_t new_tokens, const SpeedPair& p, double plain_decode_step_s, double method_decode_step_s,
+                    double load, int64_t cores) {
+  json j{{"model", model},
               {"method", method},
               {"pair", p.pair},
               {"order", plain_first_in_pair(p.pair) ? "plain_first" : "method_first"},
@@ -63,6 +64,9 @@ json speed_row_json(const std::string& model, const std::string& method, const s
               {"ratio", p.method_s_per_token / p.plain_s_per_token},
               {"plain_decode_step_s", plain_decode_step_s},
               {"method_decode_step_s", method_decode_step_s}};
+  if (load >= 0) j["load_avg_1m"] = load;
+  if (cores > 0) j["cores"] = cores;
+  return j;
 }
 
 namespace {
@@ -72,6 +76,7 @@ struct SpeedRows {
   std::vector<std::pair<std::string, std::string>> order;
   std::map<std::pair<std::string, std::string>, std::map<int64_t, SpeedPair>> pairs;
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> batch;  // (prompts, new_tokens)
+  std::map<std::pair<std::string, std::string>, std::pair<double, int64_t>> load;    // (max load, cores)
 };
 
 SpeedRows read_rows(const std::string& path) {
@@ -88,6 +93,9 @@ SpeedRows read_rows(const std::string& path) {
       if (!out.pairs.count(key)) out.order.push_back(key);
       out.pairs[key][p.pair] = p;
       out.batch[key] = {j.value("prompts", int64_t{0}), j.value("new_tokens", int64_t{0})};
+      auto& l = out.load.try_emplace(key, -1.0, int64_t{0}).first->second;
+      if (j.contains("load_avg_1m")) l.first = std::max(l.first, j["load_avg_1m"].get<double>());
+      if (j.contains("cores")) l.second = j["cores"].get<int64_t>();
     } catch (const json::exception& e) {
       fail(path, ": row ", line, " is not a speed row (", e.what(), ")");
     }
@@ -107,6 +115,7 @@ std::vector<PairedSpeed> read_paired_speed(const std::string& path, double noisy
     s.model = key.first;
     s.method = key.second;
     std::tie(s.prompts, s.new_tokens) = rows.batch.at(key);
+    std::tie(s.load, s.cores) = rows.load.at(key);
     out.push_back(std::move(s));
   }
   return out;

@@ -44,6 +44,8 @@ struct PairedSpeed {
   bool noisy = false;     // spread > the threshold
   double plain_tok_s = 0, method_tok_s = 0;  // medians of rows*tokens / seconds (for reading, not the ratio)
   int64_t prompts = 0, new_tokens = 0;  // the timed batch (from the rows; 0 when not known)
+  double load = -1;   // the largest 1-minute load average seen after a pair (-1: not recorded)
+  int64_t cores = 0;  // the machine's logical cores when measured (0: not recorded)
 };
 
 // Pure: the ratio statistics of `pairs` (non-empty; every time finite and > 0, else an Error).
@@ -52,7 +54,7 @@ PairedSpeed summarize_speed_pairs(const std::vector<SpeedPair>& pairs, double no
 // speed.jsonl rows.
 nlohmann::json speed_row_json(const std::string& model, const std::string& method, const std::string& dataset,
                               int64_t prompts, int64_t new_tokens, const SpeedPair& p, double plain_decode_step_s,
-                              double method_decode_step_s);
+                              double method_decode_step_s, double load = -1, int64_t cores = 0);
 // Every (model, method) of a speed.jsonl (missing file: none), in order of first appearance; a pair
 // written twice (a resumed run) counts once (the last row). Malformed rows are an Error naming the file.
 std::vector<PairedSpeed> read_paired_speed(const std::string& path, double noisy_spread);

@@ -325,10 +325,12 @@ std::string paired_speed_section(const ReportInputs& in) {
         (in.speed_note.empty() ? std::string("in interleaved pairs of timed batches") : in.speed_note) +
         ". Each pair gives one ratio; the table shows their median, interquartile range and range. A row "
         "marked **noisy** varied too much between pairs to be read as a number: rerun it on a quieter "
-        "machine. Per-pair times: `speed.jsonl`.\n\n";
+        "machine. Pairing cancels load that changes slowly; a machine loaded beyond its cores (column *load*: "
+        "the highest 1-minute load average after a pair / logical cores) still shifts the ratios, since the "
+        "method and plain use the cores differently. Per-pair times: `speed.jsonl`.\n\n";
   md += "| model | method | ATGR paired | IQR | min–max | pairs | spread (IQR/median) | batch (prompts × tokens) | "
-        "plain tok/s | method tok/s |\n";
-  md += "|---|---|---:|---|---|---:|---:|---|---:|---:|\n";
+        "plain tok/s | method tok/s | load |\n";
+  md += "|---|---|---:|---|---|---:|---:|---|---:|---:|---|\n";
   for (const auto& s : in.paired_speed)
     md += "| " + md_cell(s.model) + " | " + md_cell(s.method) + " | " +
           (s.noisy ? "unreliable (" + fixed(s.atgr, 2) + ", **noisy**)" : fixed(s.atgr, 2)) + " | " +
@@ -336,7 +338,9 @@ std::string paired_speed_section(const ReportInputs& in) {
           std::to_string(s.pairs) + " | " + pct(s.spread) + " | " +
           (s.prompts > 0 ? std::to_string(s.prompts) + " × " + std::to_string(s.new_tokens) : std::string("—")) +
           " | " + fixed(s.plain_tok_s, 1) + " | " +
-          fixed(s.method_tok_s, 1) + " |\n";
+          fixed(s.method_tok_s, 1) + " | " +
+          (s.load >= 0 ? fixed(s.load, 2) + (s.cores > 0 ? " / " + std::to_string(s.cores) : std::string()) : "—") +
+          " |\n";
   return md + "\n";
 }
 }  // namespace

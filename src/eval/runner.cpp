@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -15,6 +16,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "artifacts/artifact.h"
 #include "core/context_overflow.h"
@@ -350,8 +352,11 @@ void run_paired_speed(const EvalConfig& config, const ModelBundle& bundle, const
       pr.pair = k;
       pr.plain_s_per_token = tp.seconds_per_token();
       pr.method_s_per_token = tm.seconds_per_token();
+      double load[1] = {-1.0};
+      if (getloadavg(load, 1) != 1) load[0] = -1.0;
       append_jsonl(path, speed_row_json(model_spec.label, method.label, ds.spec.name, P, sp.new_tokens, pr,
-                                        tp.seconds_per_decode_step(), tm.seconds_per_decode_step()));
+                                        tp.seconds_per_decode_step(), tm.seconds_per_decode_step(), load[0],
+                                        static_cast<int64_t>(std::thread::hardware_concurrency())));
     }
     for (const auto& s : read_paired_speed(path, sp.noisy_spread))
       if (s.model == model_spec.label && s.method == method.label)

@@ -101,7 +101,7 @@ TEST(PairedSpeed, RowsReadBackPerModelAndMethodAndARepeatedPairCountsOnce) {
   const std::vector<double> ratios = {1.5, 1.6, 1.4};
   for (const auto& pr : pairs_with_ratios(ratios))
     append_jsonl(path, speed_row_json("m", "acd", "advbench", 4, 32, pr, 0.02, 0.03));
-  append_jsonl(path, speed_row_json("m", "steer", "advbench", 4, 32, {0, 0.01, 0.011}, 0.02, 0.021));
+  append_jsonl(path, speed_row_json("m", "steer", "advbench", 4, 32, {0, 0.01, 0.011}, 0.02, 0.021, 2.5, 2));
   // Pair 1 of acd written again (a resumed run that redid it): the last row wins.
   append_jsonl(path, speed_row_json("m", "acd", "advbench", 4, 32, {1, 0.01, 0.017}, 0.02, 0.03));
   const auto all = read_paired_speed(path, 0.25);
@@ -112,7 +112,10 @@ TEST(PairedSpeed, RowsReadBackPerModelAndMethodAndARepeatedPairCountsOnce) {
   EXPECT_NEAR(all[0].max, 1.7, 1e-9);
   EXPECT_EQ(all[0].prompts, 4);
   EXPECT_EQ(all[0].new_tokens, 32);
+  EXPECT_EQ(all[0].load, -1.0) << "rows without a load average";
   EXPECT_EQ(all[1].method, "steer");
+  EXPECT_DOUBLE_EQ(all[1].load, 2.5);
+  EXPECT_EQ(all[1].cores, 2);
   EXPECT_NEAR(all[1].atgr, 1.1, 1e-9);
   EXPECT_EQ(finished_speed_pairs(path, "m", "acd"), (std::vector<int64_t>{0, 1, 2}));
   EXPECT_TRUE(finished_speed_pairs(path, "m", "plain").empty());
