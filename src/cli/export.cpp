@@ -49,13 +49,16 @@ Runner add_export(CLI::App& app) {
 
   auto cv = std::make_shared<ControlVectorExportOptions>();
   auto* c = ex->add_subcommand("control-vector",
-                               "ICV artifact -> llama.cpp control-vector GGUF (direction.N = scale * icv[N], added to "
-                               "block N's output; llama.cpp applies only this additive form)");
+                               "ICV artifact -> llama.cpp control-vector GGUF (direction.N = -scale * icv[N], "
+                               "added to block N's output, toward the safe side; llama.cpp applies only this additive "
+                               "form)");
   c->add_option("--icv", cv->icv, "The safedec ICV artifact (from `safedec icv extract`)")->required();
   c->add_option("--out", cv->out, "The .gguf file to write")->required();
   c->add_option("--model", cv->model,
                 "Model the ICV is checked against (registered name or path; default: the artifact's model)");
-  c->add_option("--scale", cv->scale, "direction = scale * icv (the paper form's alpha)")->capture_default_str();
+  c->add_option("--scale", cv->scale,
+                "direction = -scale * icv (the ICV is h(unsafe) - h(safe); the direction points away from it)")
+      ->capture_default_str();
   c->add_flag("--force", cv->force, "Replace an existing output file");
   c->add_flag("--json", *json, "Print one JSON object {out, files, notes}");
 

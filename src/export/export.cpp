@@ -149,7 +149,9 @@ ExportReport export_control_vector(const ControlVectorExportOptions& o) {
   SAFEDEC_CHECK(L >= 2, "the ICV has ", L, " layer(s); llama.cpp cannot steer block 0, so a control vector needs ",
                 "a model with at least 2 layers");
   std::map<int64_t, std::vector<float>> directions;
-  const torch::Tensor scaled = (icv * o.scale).contiguous();
+  // The ICV is h(unsafe) - h(safe) (train/icv.cpp) and safedec's steering pushes the state away from it
+  // (the code form subtracts normalize(icv)); an additive vector that steers toward safety is its negative.
+  const torch::Tensor scaled = (icv * (-o.scale)).contiguous();
   const float* p = scaled.data_ptr<float>();
   for (int64_t l = 1; l < L; ++l) directions[l] = std::vector<float>(p + l * d, p + (l + 1) * d);
   const double norm0 = icv[0].norm().item<double>(), total = icv.norm().item<double>();
@@ -158,10 +160,12 @@ ExportReport export_control_vector(const ControlVectorExportOptions& o) {
   write_control_vector_gguf(o.out, hint, directions, L);
   ExportReport r;
   r.out = o.out;
-  r.notes.push_back("llama.cpp control vector: direction.N = " + std::to_string(o.scale) +
+  r.notes.push_back("llama.cpp control vector: direction.N = -" + std::to_string(o.scale) +
                     " * icv[N] added to block N's output for N = 1.." + std::to_string(L - 1) +
-                    " (safedec's layer N steers the same point: its MLP output before the residual add)");
-  r.notes.push_back("llama.cpp applies only the ADDITIVE form h + scale * icv; it cannot apply safedec's "
+                    " (safedec's layer N steers the same point: its MLP output before the residual add); the "
+                    "ICV is h(unsafe) - h(safe), so the direction points to the safe side, as safedec's "
+                    "steering does; a negative --control-vector-scaled strength would steer toward unsafe");
+  r.notes.push_back("llama.cpp applies only the ADDITIVE form h - scale * icv; it cannot apply safedec's "
                     "cosine-gated, norm-preserving steering (form: code, the default) nor the paper form's "
                     "rescale to ||h||, so results under llama.cpp differ from `safedec generate`");
   char buf[160];
@@ -169,7 +173,7 @@ ExportReport export_control_vector(const ControlVectorExportOptions& o) {
                 "of the ICV's squared norm", total > 0 ? 100.0 * norm0 * norm0 / (total * total) : 0.0);
   r.notes.push_back(buf);
   r.notes.push_back("use: llama-cli -m MODEL --control-vector " + o.out +
-                    " (or --control-vector-scaled FILE S to rescale)");
+                    " (or --control-vector-scaled FILE:S to rescale; older llama.cpp takes FILE S)");
   return r;
 }
 

@@ -71,15 +71,17 @@ ExportReport export_peft(const PeftExportOptions& options);
 // ---- llama.cpp control vector from an ICV artifact ----
 // safedec steers layer l (0-based) by transforming that layer's MLP output before the residual add;
 // adding a constant c to the MLP output equals adding c to the layer's output, which is where
-// llama.cpp adds `direction.l` (after block l, 0-based; llama.cpp never steers block 0). So
-// direction.l = scale * icv[l] for l >= 1; icv[0] cannot be expressed and is dropped (reported).
+// llama.cpp adds `direction.l` (after block l, 0-based; llama.cpp never steers block 0). The ICV is
+// h(unsafe) - h(safe) and safedec's steering moves the state AGAINST it (the code form subtracts
+// normalize(icv)), so the safe additive direction is its negative:
+// direction.l = -scale * icv[l] for l >= 1; icv[0] cannot be expressed and is dropped (reported).
 // llama.cpp applies only this additive form, never safedec's cosine-gated norm-preserving (code) form
 // nor the paper form's rescale to ||h||.
 struct ControlVectorExportOptions {
   std::string icv;    // the ICV artifact (directory or legacy .safetensors)
   std::string out;    // the .gguf file to write
   std::string model;  // registered name or path; "" = the artifact's recorded model
-  double scale = 0.12;  // direction = scale * icv (safedec's paper form: h + alpha * icv, alpha 0.12)
+  double scale = 0.12;  // direction = -scale * icv: toward the safe side (the code's alpha is 0.12)
   bool force = false;
 };
 ExportReport export_control_vector(const ControlVectorExportOptions& options);

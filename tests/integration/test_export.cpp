@@ -5,7 +5,9 @@
 //                    transformers, wraps it with peft.PeftModel and writes base and adapted logits;
 //                    both agree with safedec's within relative error 1e-4 (the project's golden bound).
 //   control-vector:  an ICV artifact exported to GGUF, re-read by safedec's GgufFile and by the `gguf`
-//                    Python package: direction.N = scale * icv[N] for N = 1..L-1, no direction.0.
+//                    Python package: direction.N = -scale * icv[N] for N = 1..L-1, no direction.0; the
+//                    direction moves the state the way safedec's own steering does (away from the ICV,
+//                    which is h(unsafe) - h(safe)).
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/wait.h>
@@ -26,6 +28,7 @@
 #include "core/paths.h"
 #include "export/bundle.h"
 #include "io/gguf.h"
+#include "kernels/ops.h"
 #include "model/causal_lm.h"
 #include "model/lora.h"
 #include "train/icv.h"
@@ -272,7 +275,12 @@ TEST(ExportControlVector, GgufPackageAndSafedecReadTheDirections) {
     ASSERT_EQ(t->n_elements(), cfg.hidden_size);
     torch::Tensor got = torch::from_blob(const_cast<void*>(static_cast<const void*>(t->data)), {cfg.hidden_size},
                                          torch::kFloat32);
-    EXPECT_TRUE(torch::allclose(got, icv[l] * 0.5, 0.0, 1e-6)) << "direction." << l;
+    EXPECT_TRUE(torch::allclose(got, icv[l] * -0.5, 0.0, 1e-6)) << "direction." << l;
+    // Same sign as safedec's steering of that layer: the code form's displacement of a hidden state
+    // has a positive dot product with the exported direction (and a negative one with the ICV).
+    const torch::Tensor x = torch::randn({4, cfg.hidden_size});
+    const torch::Tensor moved = steer_hidden(x, icv[l], 0.12, SteerForm::kCode) - x;
+    EXPECT_TRUE((moved.matmul(got) > 0).all().item<bool>()) << "direction." << l << " points against safedec's steering";
   }
 
   // The gguf Python package (what llama.cpp's tooling uses).
@@ -300,7 +308,7 @@ TEST(ExportControlVector, GgufPackageAndSafedecReadTheDirections) {
     EXPECT_EQ(t[0], "F32");
     EXPECT_EQ(t[1], json::array({cfg.hidden_size}));
     const auto v = t[2].get<std::vector<float>>();
-    EXPECT_TRUE(torch::allclose(torch::tensor(v), icv[l] * 0.5, 0.0, 1e-6)) << "direction." << l;
+    EXPECT_TRUE(torch::allclose(torch::tensor(v), icv[l] * -0.5, 0.0, 1e-6)) << "direction." << l;
   }
 }
 
