@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "core/paths.h"
+#include "support/spawn_ranks.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -26,6 +27,13 @@ struct RunResult {
 };
 
 const std::string kBase = std::string(SAFEDEC_BUILD_DIR) + "/eval_skip_test";
+
+std::map<std::string, std::string> tree_env() {
+  return {{"SAFEDEC_HOME", kBase + "/home"},
+          {"SAFEDEC_DATA_DIR", kBase + "/data"},
+          {"SAFEDEC_MODEL_DIR", safedec::model_cache_dir()},
+          {"SAFEDEC_DIST_TIMEOUT", "120"}};
+}
 
 // safedec with a source tree of its own (SAFEDEC_HOME) whose dataset registry holds the two test sets;
 // models, methods and the keyword list are the real ones (linked).
@@ -177,4 +185,54 @@ TEST(EvalSkip, OverLongPromptsAreSkippedRecordedAndLeftOutOfTheMetrics) {
   for (const auto* key : {"n", "n_skipped", "n_refused", "refusal_rate", "skipped"})
     EXPECT_EQ((*cell(results2, "long_harm"))[key], (*harm)[key]) << key;
   EXPECT_EQ((*cell(results2, "long_probe"))["n_skipped"], 2);
+}
+
+// The same over-long prompts in a run sharded over two ranks (RANK/WORLD_SIZE as torchrun sets them),
+// batches of one prompt: long_harm's 3 batches go a + the over-long b to rank 0 and c to rank 1,
+// long_probe's 2 (both over-long) x to rank 0 and y to rank 1. The skip happens on the rank that owns
+// the prompt, and the merged run directory equals the single-process run's: the same skipped rows, n,
+// n_skipped and rates.
+TEST(EvalSkip, AShardedRunSkipsOnTheOwningRankAndMergesLikeOneProcess) {
+  safedec::require_cached_model("SmolLM2-135M-Instruct.Q4_1.gguf");
+  setup_tree();
+  std::ofstream(kBase + "/skip.yaml") << "name: skip\nseed: 1\nmodels: [smollm2-135m-instruct]\nmethods: [plain]\n"
+                                         "datasets: [long_harm, long_probe]\n"
+                                         "generation: {max_new_tokens: 4, batch_size: 1}\nref_nll: {max_tokens: 8}\n";
+  const std::string single = kBase + "/single", sharded = kBase + "/sharded";
+  RunResult r = run("eval --config " + kBase + "/skip.yaml --out " + single + " --threads 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  fs::create_directories(kBase + "/logs");
+  const auto ranks = safedec::testing_support::spawn_ranks(
+      "skip", 2, kBase + "/logs", [](int) { return tree_env(); }, 600,
+      {std::string(SAFEDEC_BUILD_DIR) + "/safedec", "eval", "--config", kBase + "/skip.yaml", "--out", sharded,
+       "--threads", "1"});
+  ASSERT_TRUE(ranks.ok()) << ranks.all_logs();
+  EXPECT_EQ(ranks.all_logs().find("zebra"), std::string::npos) << "the prompt text reached a rank's log";
+  // Each rank skipped the over-long prompts of its own batches: b and x on rank 0 (the only rank that
+  // logs), y on rank 1 (its row is in the merged generations, checked below).
+  EXPECT_NE(ranks.logs[0].find("skipped prompt b"), std::string::npos) << ranks.all_logs();
+  EXPECT_NE(ranks.logs[0].find("skipped prompt x"), std::string::npos) << ranks.all_logs();
+  EXPECT_EQ(ranks.logs[0].find("skipped prompt y"), std::string::npos) << ranks.all_logs();
+  EXPECT_FALSE(fs::exists(sharded + "/shards")) << "the shard files are merged and removed";
+
+  const auto a = read_lines(single + "/results.jsonl"), b = read_lines(sharded + "/results.jsonl");
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  for (const char* ds : {"long_harm", "long_probe"})
+    for (const char* key : {"n", "n_skipped", "n_refused", "refusal_rate", "over_refusal", "skipped", "ref_nll"})
+      EXPECT_EQ(cell(b, ds)->value(key, json()), cell(a, ds)->value(key, json())) << ds << " " << key;
+  EXPECT_EQ((*cell(b, "long_harm"))["n_skipped"], 1);
+  EXPECT_EQ((*cell(b, "long_probe"))["n_skipped"], 2);
+
+  const auto ga = read_lines(single + "/generations.jsonl"), gb = read_lines(sharded + "/generations.jsonl");
+  ASSERT_EQ(gb.size(), ga.size());
+  for (size_t i = 0; i < ga.size(); ++i) {
+    EXPECT_EQ(gb[i]["id"], ga[i]["id"]) << "row " << i;
+    EXPECT_EQ(gb[i].value("skipped", json()), ga[i].value("skipped", json())) << "row " << i;
+    EXPECT_EQ(gb[i]["output"], ga[i]["output"]) << "row " << i;
+  }
+  size_t skipped_rows = 0;
+  for (const auto& g : gb) skipped_rows += g.contains("skipped") ? 1 : 0;
+  EXPECT_EQ(skipped_rows, 3u) << "b, x and y";
+  EXPECT_EQ(read_lines(sharded + "/ref_nll.jsonl").size(), 2u);
 }
