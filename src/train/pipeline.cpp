@@ -13,6 +13,7 @@
 #include <memory>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <set>
 
 #include "artifacts/typed.h"
@@ -797,6 +798,9 @@ class AcdPromptsPipeline : public Pipeline {
     data_.add("anchors", anchors_, "ACD anchor data: a `safedec data build` acd_anchors output directory or its data.jsonl")
         .required();
     data_.add("max_response_tokens", max_response_, "responses are truncated to this many tokens").range(1, 4096);
+    data_.add("limit_per_subset", limit_per_subset_,
+              "at most this many rows of each of D_HR, D_HA and D_S (a seeded sample; 0 = every row)")
+        .range(0, 1000000);
     top.section("data", data_);
     prompts_.add("safe_text", safe_text_, "initial text of the safeguarding prompt SP");
     prompts_.add("opposite_text", opposite_text_, "initial text of the adversarial prompt AP");
@@ -823,6 +827,25 @@ class AcdPromptsPipeline : public Pipeline {
                     ": `subset` must be D_HR, D_HA or D_S, got '", a.subset, "'");
       rows.push_back(std::move(a));
     });
+    std::map<std::string, int64_t> available;
+    for (const auto& r : rows) ++available[r.subset];
+    if (limit_per_subset_ > 0) {
+      // A seeded sample of each subset, kept in file order: a smaller, balanced anchor set (cost).
+      std::map<std::string, std::vector<size_t>> of;
+      for (size_t i = 0; i < rows.size(); ++i) of[rows[i].subset].push_back(i);
+      std::mt19937_64 rng(static_cast<uint64_t>(ctx.common.seed) * 0x9E3779B97F4A7C15ULL + 0xAC0);
+      std::vector<bool> keep(rows.size(), false);
+      for (auto& [name, idx] : of) {
+        std::shuffle(idx.begin(), idx.end(), rng);
+        const size_t n = std::min(idx.size(), static_cast<size_t>(limit_per_subset_));
+        for (size_t k = 0; k < n; ++k) keep[idx[k]] = true;
+      }
+      std::vector<Anchor> kept;
+      for (size_t i = 0; i < rows.size(); ++i)
+        if (keep[i]) kept.push_back(std::move(rows[i]));
+      rows = std::move(kept);
+    }
+    for (const auto& [name, n] : available) ctx.counts[name + "_available"] = n;
     std::map<std::string, int64_t> counts;
     for (const auto& r : rows) {
       ++counts[r.subset];
@@ -904,7 +927,7 @@ class AcdPromptsPipeline : public Pipeline {
  private:
   ConfigSchema data_{"`data`"}, prompts_{"`prompts`"};
   std::string anchors_ = ".cache/data/acd_anchors";
-  int64_t max_response_ = 100;
+  int64_t max_response_ = 100, limit_per_subset_ = 0;
   std::string safe_text_ = kAcdSafePrompt, opposite_text_ = kAcdOppositePrompt;
 };
 

@@ -308,6 +308,21 @@ TEST(TrainReal, AcdSoftPromptsTrainOnTheFrozenModelAndDecode) {
   auto res = gen.run(*strategy, {bundle().make_prompt("p", "Name a fruit.")});
   EXPECT_FALSE(res[0].tokens.empty());
   EXPECT_EQ(r.out.find("forbidden procedure"), std::string::npos);
+  // limit_per_subset: a seeded, balanced sample of each subset; the counts say what was used and what
+  // was available.
+  const std::string small_cfg = write_file(
+      "acd_prompts_small.yaml", "pipeline: acd_prompts\nmodel: smollm2-135m-instruct\nseed: 1\ndata: {anchors: " +
+                                    anchors + ", max_response_tokens: 8, limit_per_subset: 2}\n"
+                                              "train: {max_steps: 1, batch_size: 6, lr: 1.0e-3, max_seq_len: 256}\n");
+  const std::string small_out = base_dir() + "/acd_prompts_small_run";
+  fs::remove_all(small_out);
+  r = run("train --config " + small_cfg + " --out " + small_out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json counts = read_json(small_out + "/metrics.json")["counts"];
+  for (const char* s : {"D_HR", "D_HA", "D_S"}) {
+    EXPECT_EQ(counts[s], 2) << counts.dump();
+    EXPECT_EQ(counts[std::string(s) + "_available"], 4) << counts.dump();
+  }
   // An anchor set without D_HA is refused, naming the subset.
   const std::string bad = write_file(
       "acd_bad.yaml", "pipeline: acd_prompts\nmodel: smollm2-135m-instruct\ndata: {anchors: " + acd_anchor_file(false) +
