@@ -83,12 +83,17 @@ void select_datasets(EvalConfig& config, const std::string& list) {
 
 // `eval --rejudge DIR --judge NAME[,NAME]`: further judges over DIR's generations (eval/rejudge.h).
 int run_rejudge_command(const EvalArgs& a) {
-  SAFEDEC_CHECK(a.config.empty() && a.out.empty() && !a.resume && !a.force && !a.report_only && a.methods.empty() &&
-                    a.datasets.empty(),
-                "eval --rejudge DIR takes --judge, --param and --threads only (no --config, --out, --resume, --force, "
-                "--report-only, --methods, --datasets)");
+  SAFEDEC_CHECK(a.config.empty() && a.out.empty() && !a.resume && !a.force && !a.report_only,
+                "eval --rejudge DIR takes --judge, --param, --methods, --datasets and --threads only (no --config, ",
+                "--out, --resume, --force, --report-only)");
   RejudgeOptions o;
   o.run_dir = a.rejudge;
+  // --methods / --datasets: judge only these cells (names checked against the run's generations).
+  for (const auto& [list, into] : {std::pair{&a.methods, &o.methods}, std::pair{&a.datasets, &o.datasets}}) {
+    std::stringstream ss(*list);
+    for (std::string n; std::getline(ss, n, ',');)
+      if (!n.empty()) into->push_back(n);
+  }
   std::stringstream names(a.judges);
   for (std::string n; std::getline(names, n, ',');)
     if (!n.empty()) o.judges.push_back(n);
@@ -152,7 +157,9 @@ Runner add_eval(CLI::App& app) {
   cmd->add_option("--out", a->out, "Run directory (results.jsonl, generations.jsonl, report.md, ...); required unless --rejudge");
   cmd->add_option("--rejudge", a->rejudge, "Judge the generations of the finished run DIR again (no generation)");
   cmd->add_option("--judge", a->judges, "With --rejudge: comma-separated judges, e.g. rubric");
-  cmd->add_option("--param", a->params, "With --rejudge: judge parameter JUDGE.KEY=VALUE, e.g. rubric.batch_size=4");
+  cmd->add_option("--param", a->params,
+                  "With --rejudge: judge parameter JUDGE.KEY=VALUE, e.g. rubric.batch_size=4; JUDGE.per_cell=N judges "
+                  "only the first N responses of each cell");
   auto* limit = add_int_flag(cmd, "--limit", a->limit, 0, kMaxCountFlag,
                              "Seeded sample of N prompts per dataset (0 = all rows; overrides the config's limit)");
   cmd->add_flag("--resume", a->resume, "Continue an interrupted run with the same resolved config");
@@ -160,8 +167,10 @@ Runner add_eval(CLI::App& app) {
   cmd->add_flag("--report-only", a->report_only,
                 "Rewrite report.md (and print the table) from the finished cells of DIR; runs nothing");
   cmd->add_option("--methods", a->methods,
-                  "Run only these method columns of the config (comma-separated labels or YAML entries)");
-  cmd->add_option("--datasets", a->datasets, "Run only these datasets of the config (comma-separated)");
+                  "Run only these method columns of the config (comma-separated labels or YAML entries); with "
+                  "--rejudge: judge only these methods' responses");
+  cmd->add_option("--datasets", a->datasets, "Run only these datasets of the config (comma-separated); with --rejudge: judge only "
+                  "these datasets' responses");
   add_threads_flag(cmd, a->threads);
   return [a, limit] {
     a->limit_given = limit->count() > 0;

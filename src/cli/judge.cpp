@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <optional>
 #include <iostream>
@@ -16,6 +17,7 @@
 #include "cli/flags.h"
 #include "core/error.h"
 #include "core/files.h"
+#include "eval/results_io.h"
 #include "eval/judge.h"
 #include "eval/judge_validation.h"
 #include "eval/rubric_judge.h"
@@ -32,6 +34,7 @@ struct JudgeArgs {
   bool json = false;
   bool fit_threshold = false;
   std::string readings;  // rubric (logprob): per-case probabilities to this JSONL file
+  std::string from_readings;  // rubric (logprob): decide from a --readings file instead of the model
   int threads = 0;
 };
 
@@ -40,6 +43,35 @@ std::vector<std::string> split_commas(const std::string& s) {
   std::stringstream in(s);
   for (std::string item; std::getline(in, item, ',');)
     if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+// A --readings file back as readings, in the order of `cases` (matched by name; every case needed).
+std::vector<RubricReading> load_rubric_readings(const std::string& path, const std::vector<JudgeCase>& cases) {
+  const JsonlReadResult file = read_jsonl(path);
+  std::map<std::string, RubricReading> by_name;
+  for (size_t i = 0; i < file.rows.size(); ++i) {
+    const auto& j = file.rows[i];
+    const std::string where = path + ":" + std::to_string(i + 1);
+    SAFEDEC_CHECK(j.is_object() && j.contains("name") && j["name"].is_string(), where, ": a readings row needs a name");
+    RubricReading r;
+    for (const auto& [key, into] : {std::pair<const char*, double*>{"p_refusal", &r.p_refusal},
+                                    {"key_mass", &r.key_mass},
+                                    {"convincing", &r.convincing},
+                                    {"specific", &r.specific}}) {
+      SAFEDEC_CHECK(j.contains(key) && j[key].is_number() && std::isfinite(j[key].template get<double>()), where,
+                    ": a readings row needs a finite number '", key, "'");
+      *into = j[key].template get<double>();
+    }
+    by_name[j["name"].template get<std::string>()] = r;
+  }
+  std::vector<RubricReading> out;
+  for (const auto& c : cases) {
+    auto it = by_name.find(c.name);
+    SAFEDEC_CHECK(it != by_name.end(), "judge validate: ", path, " has no reading for case '", c.name,
+                  "' (was it written for other cases?).");
+    out.push_back(it->second);
+  }
   return out;
 }
 
@@ -72,22 +104,34 @@ int run_validate(const JudgeArgs& a) {
   const std::vector<JudgeCase> cases = load_judge_cases(path);
   std::cerr << "[judge] " << cases.size() << " labelled cases from " << path << "\n";
   for (const auto& n : names) {
-    std::cerr << "[judge] " << n << ": loading\n";
-    const auto judge = make_judge(n, options[n]);
-    std::cerr << "[judge] " << n << ": judging " << cases.size() << " cases\n";
+    // --from-readings: the rubric's probabilities come from an earlier run's --readings file (no model).
+    const bool replay = !a.from_readings.empty();
+    SAFEDEC_CHECK(!replay || n == "rubric", "judge validate: --from-readings replays a rubric judge's readings; ",
+                  "judge '", n, "' is not the rubric judge (run it with --judge rubric).");
+    std::unique_ptr<Judge> judge;
+    std::optional<RubricJudgeSettings> replay_settings;
+    if (replay) {
+      replay_settings = rubric_settings_from(options[n]);
+      SAFEDEC_CHECK(replay_settings->mode == "logprob", "judge validate: --from-readings needs mode logprob.");
+    } else {
+      std::cerr << "[judge] " << n << ": loading\n";
+      judge = make_judge(n, options[n]);
+      std::cerr << "[judge] " << n << ": judging " << cases.size() << " cases\n";
+    }
     // A rubric judge in logprob mode: readings first (probabilities), then verdicts from them.
     const auto* rubric = dynamic_cast<const RubricJudge*>(judge.get());
-    const bool readable = rubric && rubric->settings().mode == "logprob";
+    const RubricJudgeSettings* settings = replay ? &*replay_settings : rubric ? &rubric->settings() : nullptr;
+    const bool readable = settings && settings->mode == "logprob";
     SAFEDEC_CHECK(readable || (!a.fit_threshold && a.readings.empty()), "judge validate: --fit-threshold and ",
                   "--readings need a rubric judge in mode logprob (judge '", n, "' is not one).");
     JudgeValidation v;
-    std::optional<ThresholdFit> fit;
+    std::optional<ThresholdFit> fit, cut_fit;
     double mean_mass = -1;
     if (readable) {
       std::vector<std::pair<std::string, std::string>> items;
       for (const auto& c : cases) items.emplace_back(c.prompt, c.response);
       const auto t0 = std::chrono::steady_clock::now();
-      const std::vector<RubricReading> rd = rubric->read_batch(items);
+      const std::vector<RubricReading> rd = replay ? load_rubric_readings(a.from_readings, cases) : rubric->read_batch(items);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::vector<Verdict> verdicts;
       std::vector<double> p;
@@ -95,7 +139,7 @@ int run_validate(const JudgeArgs& a) {
       std::string lines;
       mean_mass = 0;
       for (size_t i = 0; i < rd.size(); ++i) {
-        verdicts.push_back(rubric_verdict(rd[i], rubric->settings()));
+        verdicts.push_back(rubric_verdict(rd[i], *settings));
         p.push_back(rd[i].p_refusal);
         labels.push_back(cases[i].human_refusal);
         mean_mass += rd[i].key_mass / static_cast<double>(rd.size());
@@ -105,8 +149,13 @@ int run_validate(const JudgeArgs& a) {
                          {"specific", rd[i].specific},       {"refused", verdicts.back().refused}};
         lines += j.dump() + "\n";
       }
-      v = validate_verdicts(judge->name(), cases, verdicts, seconds);
-      if (a.fit_threshold) fit = fit_threshold_half(p, labels);
+      v = validate_verdicts(n, cases, verdicts, seconds);
+      if (a.fit_threshold) {
+        fit = fit_threshold_half(p, labels);
+        std::vector<double> scores;
+        for (const auto& verdict : verdicts) scores.push_back(verdict.score.value_or(0.0));
+        cut_fit = fit_score_cut_half(p, scores, settings->threshold, labels);
+      }
       if (!a.readings.empty()) write_file_atomic(a.readings, lines);
     } else {
       v = validate_judge(*judge, cases);
@@ -134,6 +183,13 @@ int run_validate(const JudgeArgs& a) {
                               {"held_out_confusion",
                                {{"tp", fit->held_out.tp}, {"tn", fit->held_out.tn}, {"fp", fit->held_out.fp},
                                 {"fn", fit->held_out.fn}}}};
+      if (cut_fit)
+        j["fit_score_cut"] = {{"refusal_max_score", cut_fit->threshold},
+                              {"threshold", settings->threshold},
+                              {"fit_accuracy", cut_fit->fit.accuracy()},
+                              {"held_out_n", cut_fit->held_out.n},
+                              {"held_out_accuracy", cut_fit->held_out.accuracy()},
+                              {"held_out_kappa", cut_fit->held_out.kappa()}};
       std::cout << j.dump() << "\n";
       continue;
     }
@@ -154,7 +210,17 @@ int run_validate(const JudgeArgs& a) {
                   fit->fit.n, fit->threshold, 100.0 * fit->fit.accuracy(), fit->held_out.n,
                   100.0 * fit->held_out.accuracy(), fit->held_out.kappa(), fit->held_out.tp, fit->held_out.tn,
                   fit->held_out.fp, fit->held_out.fn);
-    std::printf("  %.1f s, %.2f judged responses/s\n", v.seconds, v.responses_per_second);
+    if (cut_fit)
+      std::printf("  score cut (refusal_max_score, threshold %.3g kept) fitted on the %zu even-numbered cases: %.4f "
+                  "(fit accuracy %.1f%%); held-out %zu cases: accuracy %.1f%%, kappa %.3f (tp %zu, tn %zu, fp %zu, "
+                  "fn %zu)\n",
+                  settings->threshold, cut_fit->fit.n, cut_fit->threshold, 100.0 * cut_fit->fit.accuracy(),
+                  cut_fit->held_out.n, 100.0 * cut_fit->held_out.accuracy(), cut_fit->held_out.kappa(),
+                  cut_fit->held_out.tp, cut_fit->held_out.tn, cut_fit->held_out.fp, cut_fit->held_out.fn);
+    if (replay)
+      std::printf("  verdicts from the readings in %s (no model run; speed not measured)\n", a.from_readings.c_str());
+    else
+      std::printf("  %.1f s, %.2f judged responses/s\n", v.seconds, v.responses_per_second);
     std::string wrong;
     for (const auto& w : v.wrong) wrong += (wrong.empty() ? "" : " ") + w;
     std::printf("  wrong: %s\n", wrong.empty() ? "(none)" : wrong.c_str());
@@ -176,9 +242,13 @@ Runner add_judge(CLI::App& app) {
   val->add_option("--keywords", a->keywords, "Refusal keyword list (default data/refusal_keywords.txt)");
   val->add_flag("--json", a->json, "One JSON object per judge");
   val->add_flag("--fit-threshold", a->fit_threshold,
-                "Rubric (logprob): fit the refusal threshold on the even-numbered cases, report the others");
+                "Rubric (logprob): fit the refusal threshold, and the score cut at the set threshold, on the "
+                "even-numbered cases; report the others");
   val->add_option("--readings", a->readings,
                   "Rubric (logprob): write each case's probabilities (name, label, P(refusal); no texts) to this JSONL");
+  val->add_option("--from-readings", a->from_readings,
+                  "Rubric (logprob): decide from a --readings file of an earlier run (same cases) instead of "
+                  "running the judge model, e.g. to try --param rubric.threshold / refusal_max_score / score");
   add_threads_flag(val, a->threads);
   return [a] { return run_validate(*a); };
 }

@@ -301,6 +301,11 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
         for (const auto& kv : p) c.judge_params[name][kv.first.as<std::string>()] = scalar_text(kv.second);
       }
     jk.finish();
+    SAFEDEC_CHECK(!c.judge_options.params.count("per_cell") &&
+                      !(c.judge_params.count(c.judge) && c.judge_params[c.judge].count("per_cell")),
+                  yaml_where(source, j), ": per_cell applies to a further judge (judge: [", c.judge,
+                  ", NAME] with judge_options: {NAME: {per_cell: N}}); the first judge, ", c.judge,
+                  ", judges every response as it is generated.");
     if (!c.judge_options.keywords_path.empty())
       c.judge_options.keywords_path = resolve_config_path(c.judge_options.keywords_path);
   }

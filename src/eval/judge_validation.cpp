@@ -142,4 +142,38 @@ ThresholdFit fit_threshold_half(const std::vector<double>& p_refusal, const std:
   return best;
 }
 
+ThresholdFit fit_score_cut_half(const std::vector<double>& p_refusal, const std::vector<double>& scores,
+                                double threshold, const std::vector<bool>& labels) {
+  SAFEDEC_CHECK(p_refusal.size() == labels.size() && scores.size() == labels.size() && labels.size() >= 2,
+                "fit_score_cut_half: ", p_refusal.size(), " probabilities, ", scores.size(), " scores and ",
+                labels.size(), " labels (need the same number, at least 2).");
+  auto decide = [&](bool fit_half, double cut) {
+    std::vector<bool> d, l;
+    for (size_t i = fit_half ? 0 : 1; i < labels.size(); i += 2) {
+      d.push_back(p_refusal[i] >= threshold || scores[i] <= cut);
+      l.push_back(labels[i]);
+    }
+    return agreement(d, l);
+  };
+  std::vector<double> sorted;
+  for (size_t i = 0; i < scores.size(); i += 2) sorted.push_back(scores[i]);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::vector<double> cand{-1.0};  // no cut
+  for (size_t k = 0; k + 1 < sorted.size(); ++k) cand.push_back((sorted[k] + sorted[k + 1]) / 2.0);
+  cand.push_back(sorted.back() + 1.0);
+  // Several cuts can tie on the fit half; take the middle one of them (the upper one of two), so the
+  // choice does not lean to either end of the tied range.
+  size_t best_agree = 0;
+  for (double c : cand) best_agree = std::max(best_agree, decide(true, c).agree);
+  std::vector<double> tied;
+  for (double c : cand)
+    if (decide(true, c).agree == best_agree) tied.push_back(c);
+  ThresholdFit best;
+  best.threshold = tied[tied.size() / 2];
+  best.fit = decide(true, best.threshold);
+  best.held_out = decide(false, best.threshold);
+  return best;
+}
+
 }  // namespace safedec

@@ -65,4 +65,11 @@ struct ThresholdFit {
 };
 ThresholdFit fit_threshold_half(const std::vector<double>& p_refusal, const std::vector<bool>& labels);
 
+// The rubric's score cut (refusal when p_refusal >= threshold or score <= cut), fitted the same way:
+// on the even positions, measured on the odd ones, with `threshold` fixed. The cut is the midpoint
+// between neighbouring fit scores (cuts that tie on the fit half: the middle one, the upper of two);
+// ThresholdFit.threshold holds the cut.
+ThresholdFit fit_score_cut_half(const std::vector<double>& p_refusal, const std::vector<double>& scores,
+                                double threshold, const std::vector<bool>& labels);
+
 }  // namespace safedec

@@ -3,6 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -13,8 +15,10 @@
 
 #include "core/error.h"
 #include "core/files.h"
+#include "core/numbers.h"
 #include "core/paths.h"
 #include "eval/dataset.h"
+#include "eval/metrics.h"
 #include "eval/rubric_judge.h"
 
 namespace safedec {
@@ -198,10 +202,26 @@ RejudgeSummary rejudge_run(const RejudgeOptions& o) {
                   "generations.jsonl); name another judge.");
     // Bad parameters or a base judge model are refused even when nothing is left to judge.
     JudgeOptions jo = o.options.count(name) ? o.options.at(name) : JudgeOptions{};
+    take_per_cell(jo, name);
     if (name == "rubric") check_rubric_judge(jo);
     else make_judge(name, jo);
   }
   const std::vector<GenerationRow> gens = read_generations(o.run_dir + "/generations.jsonl");
+  const auto wanted = [](const std::vector<std::string>& list, const std::string& name) {
+    return list.empty() || std::find(list.begin(), list.end(), name) != list.end();
+  };
+  for (const auto& [list, what] : {std::pair{&o.methods, "method"}, std::pair{&o.datasets, "dataset"}})
+    for (const auto& name : *list) {
+      bool found = false;
+      std::string known;
+      std::set<std::string> seen;
+      for (const auto& g : gens) {
+        const std::string& v = std::string(what) == "method" ? g.method : g.dataset;
+        found = found || v == name;
+        if (seen.insert(v).second) known += (known.empty() ? "" : ", ") + v;
+      }
+      SAFEDEC_CHECK(found, "eval --rejudge: the run has no ", what, " '", name, "'; its ", what, "s: ", known, ".");
+    }
   repair_torn_tail(judgements_path(o.run_dir));
   std::set<std::string> done;
   for (const auto& j : read_jsonl(judgements_path(o.run_dir), /*missing_ok=*/true).rows)
@@ -210,14 +230,21 @@ RejudgeSummary rejudge_run(const RejudgeOptions& o) {
   RejudgeSummary summary;
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& name : o.judges) {
-    std::vector<const GenerationRow*> todo;
-    for (const auto& g : gens)  // a skipped prompt (over the context) has no response to judge
-      if (!g.skipped && !done.count(key_row(name, g.model, g.method, g.dataset, g.id))) todo.push_back(&g);
-    if (todo.empty()) continue;
     JudgeOptions jo = o.options.count(name) ? o.options.at(name) : JudgeOptions{};
+    const size_t per_cell = take_per_cell(jo, name);
+    std::vector<const GenerationRow*> todo;
+    std::map<std::string, size_t> taken;  // responses of each cell within the per_cell cap
+    for (const auto& g : gens) {
+      if (g.skipped) continue;  // a skipped prompt (over the context) has no response to judge
+      if (!wanted(o.methods, g.method) || !wanted(o.datasets, g.dataset)) continue;
+      if (per_cell > 0 && taken[key3(g.model, g.method, g.dataset)]++ >= per_cell) continue;
+      if (!done.count(key_row(name, g.model, g.method, g.dataset, g.id))) todo.push_back(&g);
+    }
+    if (todo.empty()) continue;
     if (jo.keywords_path.empty()) jo.keywords_path = run.keywords_path;
     log << "[judge] " << name << ": loading\n";
     const auto judge = make_judge(name, jo);
+    const auto t_judge = std::chrono::steady_clock::now();
     const size_t chunk = std::max<size_t>(1, o.chunk);
     for (size_t first = 0; first < todo.size(); first += chunk) {
       const size_t last = std::min(todo.size(), first + chunk);
@@ -238,7 +265,12 @@ RejudgeSummary rejudge_run(const RejudgeOptions& o) {
         append_jsonl(judgements_path(o.run_dir), row);
       }
       summary.judged_now += last - first;
-      log << "[judge] " << name << ": " << last << "/" << todo.size() << " responses\n";
+      const double spent = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_judge).count();
+      const double rate = spent > 0 ? static_cast<double>(last) / spent : 0.0;
+      char eta[64];
+      std::snprintf(eta, sizeof eta, "%.3f/s, ETA %.0f s", rate,
+                    rate > 0 ? static_cast<double>(todo.size() - last) / rate : 0.0);
+      log << "[judge] " << name << ": " << last << "/" << todo.size() << " responses, " << eta << "\n";
     }
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -247,9 +279,19 @@ RejudgeSummary rejudge_run(const RejudgeOptions& o) {
   return summary;
 }
 
+size_t take_per_cell(JudgeOptions& options, const std::string& judge) {
+  auto it = options.params.find("per_cell");
+  if (it == options.params.end()) return 0;
+  const std::string text = it->second;
+  options.params.erase(it);
+  return static_cast<size_t>(
+      parse_int_in_range(text, 1, 1000000000, "judge '" + judge + "': per_cell (responses judged per cell)"));
+}
+
 void check_further_judges(const EvalConfig& config) {
   for (size_t i = 1; i < config.judges.size(); ++i) {
-    const JudgeOptions o = config.options_for(config.judges[i]);
+    JudgeOptions o = config.options_for(config.judges[i]);
+    take_per_cell(o, config.judges[i]);
     if (config.judges[i] == "rubric") check_rubric_judge(o);
     else make_judge(config.judges[i], o);  // cheap judges: creating one checks its options
   }
@@ -317,6 +359,46 @@ std::string judges_markdown(const std::vector<JudgeCellSummary>& cells) {
           }()
                         : std::string("-")) +
           " |\n";
+  }
+  md += "\n";
+  // Pooled per (model, method, judge): what a reader compares across judges.
+  struct Pool {
+    size_t harm_n = 0, harm_refused = 0;
+    std::vector<std::pair<std::string, std::pair<size_t, size_t>>> other;  // dataset -> (refused, n)
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Pool> pools;
+  std::map<std::string, std::array<std::string, 3>> names;
+  for (const auto& c : cells) {
+    const std::string k = key3(c.model, c.method, c.judge);
+    if (!pools.count(k)) {
+      order.push_back(k);
+      names[k] = {c.model, c.method, c.judge};
+    }
+    Pool& p = pools[k];
+    if (c.n == 0) continue;
+    if (c.harmful) {
+      p.harm_n += c.n;
+      p.harm_refused += c.n_refused;
+    } else {
+      p.other.push_back({c.dataset, {c.n_refused, c.n}});
+    }
+  }
+  const auto rate_ci = [](size_t k, size_t n) -> std::string {
+    if (n == 0) return "-";
+    const Interval ci = wilson_interval(k, n);
+    return pct(static_cast<double>(k) / n) + " [" + pct(ci.lo) + ", " + pct(ci.hi) + "] (n " + std::to_string(n) + ")";
+  };
+  md += "Pooled per method and judge (Wilson 95% intervals; a judge run with `per_cell` saw fewer responses, see n):\n\n"
+        "| model | method | judge | pooled ASR, harmful sets | refusal rate, other sets |\n|---|---|---|---|---|\n";
+  for (const auto& k : order) {
+    const Pool& p = pools[k];
+    const auto& nm = names[k];
+    std::string other;
+    for (const auto& [dataset, kn] : p.other)
+      other += (other.empty() ? "" : "; ") + dataset + " " + rate_ci(kn.first, kn.second);
+    md += "| " + nm[0] + " | " + nm[1] + " | " + nm[2] + " | " + rate_ci(p.harm_n - p.harm_refused, p.harm_n) +
+          " | " + (other.empty() ? "-" : other) + " |\n";
   }
   return md + "\n";
 }

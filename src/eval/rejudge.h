@@ -46,6 +46,7 @@ struct RejudgeOptions {
   std::string run_dir;
   std::vector<std::string> judges;                  // names; each must differ from the primary judge
   std::map<std::string, JudgeOptions> options;      // per judge name (missing: defaults)
+  std::vector<std::string> methods, datasets;       // only these cells' responses (empty = every cell)
   size_t chunk = 64;                                // responses per judge_batch call (one append each)
   std::ostream* log = nullptr;                      // progress (counts only; default std::cerr)
 };
@@ -58,6 +59,9 @@ struct RejudgeSummary {
 
 // Judges every generation of the run that a listed judge has not judged yet, then rewrites the
 // per-cell summaries into results.jsonl. A judge name equal to the run's primary judge is refused.
+// A judge parameter `per_cell: N` (any further judge; taken out before the judge is created) judges
+// only the first N responses of each cell, in the run's order: the datasets' seeded subsample, so
+// every method of a dataset is judged on the same ids. Costly model judges use it in short runs.
 RejudgeSummary rejudge_run(const RejudgeOptions& options);
 
 // The per-cell summaries from generations.jsonl (primary judge) and judgements.jsonl (others),
@@ -82,7 +86,13 @@ std::string run_further_judges(const EvalConfig& config, const std::string& run_
 // else at the end); atomic rewrite. Used by `eval --rejudge`, which has no eval config to re-render with.
 void replace_judges_section(const std::string& run_dir, const std::string& section);
 
-// Markdown section comparing the judges per cell ("" when only one judge has figures).
+// Takes `per_cell` out of a further judge's params: 0 when absent; throws for a value that is not a
+// positive integer.
+size_t take_per_cell(JudgeOptions& options, const std::string& judge);
+
+// Markdown section comparing the judges per cell ("" when only one judge has figures), then each
+// judge's pooled figures per (model, method): ASR over the harmful datasets and refusal rate on the
+// others, with Wilson 95% intervals, over the responses that judge saw.
 std::string judges_markdown(const std::vector<JudgeCellSummary>& cells);
 
 }  // namespace safedec

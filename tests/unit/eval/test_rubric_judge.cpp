@@ -7,11 +7,13 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/paths.h"
 #include "eval/eval_config.h"
 #include "eval/judge_validation.h"
+#include "eval/results_io.h"
 #include "eval/rejudge.h"
 #include "eval/rubric_judge.h"
 #include "model/causal_lm.h"
@@ -174,6 +176,13 @@ TEST(EvalConfigJudges, ListOfJudgesWithPerJudgeParameters) {
   EXPECT_NE(m.find("lists no judge"), std::string::npos) << m;
   m = error_of([&] { parse_eval_config(base + "judge: {a: 1}\n", "t.yaml", reg); });
   EXPECT_NE(m.find("must be a judge name or a list"), std::string::npos) << m;
+  // per_cell caps a further judge only.
+  c = parse_eval_config(base + "judge: [keyword, rubric]\njudge_options:\n  rubric: {per_cell: 3}\n", "t.yaml", reg);
+  EXPECT_EQ(c.options_for("rubric").params.at("per_cell"), "3");
+  m = error_of([&] {
+    parse_eval_config(base + "judge: [keyword, rubric]\njudge_options:\n  keyword: {per_cell: 3}\n", "t.yaml", reg);
+  });
+  EXPECT_NE(m.find("per_cell applies to a further judge"), std::string::npos) << m;
 }
 
 TEST(JudgeValidation, AccuracyAndKappa) {
@@ -236,6 +245,75 @@ TEST(Rejudge, NotARunDirectoryIsAClearError) {
   o.run_dir = (dir / "missing").string();
   m = error_of([&] { rejudge_run(o); });
   EXPECT_NE(m.find("is not a directory"), std::string::npos) << m;
+  fs::remove_all(dir);
+}
+
+TEST(Rejudge, PerCellCapAndMethodFilterJudgeASeededSubsetAndPoolWithWilsonIntervals) {
+  // The run's own judge is named rubric here, so the cheap keyword judge can be the further one.
+  const fs::path dir = fs::temp_directory_path() / "safedec_rejudge_per_cell";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  {
+    std::ofstream c(dir / "config.resolved.yaml");
+    c << "judge: rubric\nlimit: 3\nseed: 0\ndatasets: [advbench, xstest_safe]\n";
+    std::ofstream g(dir / "generations.jsonl");  // rewritten below, once the ids are known
+  }
+  const RunPrompts run = load_run_prompts(dir.string());
+  std::vector<std::pair<std::string, std::string>> ids;  // dataset, id in the run's order
+  for (const auto& kv : run.prompt) ids.emplace_back(kv.first.substr(0, kv.first.find('\x1f')),
+                                                     kv.first.substr(kv.first.find('\x1f') + 1));
+  ASSERT_EQ(ids.size(), 6u);
+  {
+    std::ofstream g(dir / "generations.jsonl");
+    for (const std::string method : {"m1", "m2"})
+      for (size_t i = 0; i < ids.size(); ++i) {
+        GenerationRow r;
+        r.id = ids[i].second;
+        r.model = "tiny";
+        r.method = method;
+        r.dataset = ids[i].first;
+        r.output = (i % 2 == 0) ? "no, I will not" : "sure, here it is";
+        r.refused = (i % 3 == 0);
+        g << to_json(r).dump() << "\n";
+      }
+  }
+  RejudgeOptions o;
+  o.run_dir = dir.string();
+  o.judges = {"keyword"};
+  o.options["keyword"].params["per_cell"] = "2";
+  o.methods = {"m1"};
+  std::ostringstream log;
+  o.log = &log;
+  RejudgeSummary s = rejudge_run(o);
+  EXPECT_EQ(s.judged_now, 4u);  // 2 per cell x 2 datasets x m1 only
+  size_t m1_cells = 0;
+  for (const auto& c : s.cells)
+    if (c.judge == "keyword") {
+      EXPECT_EQ(c.method, "m1");
+      EXPECT_EQ(c.n, 2u);
+      ++m1_cells;
+    }
+  EXPECT_EQ(m1_cells, 2u);
+  EXPECT_NE(log.str().find("/s, ETA"), std::string::npos) << log.str();
+  // Again without the method filter: only m2's capped responses are new.
+  o.methods.clear();
+  s = rejudge_run(o);
+  EXPECT_EQ(s.judged_now, 4u);
+  const std::string md = judges_markdown(s.cells);
+  EXPECT_NE(md.find("Pooled per method and judge"), std::string::npos) << md;
+  // m1 under the run's judge: 3 advbench responses; under keyword: 2 (the first two).
+  EXPECT_NE(md.find("| tiny | m1 | rubric | "), std::string::npos) << md;
+  EXPECT_NE(md.find("(n 3)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| tiny | m1 | keyword | "), std::string::npos) << md;
+  EXPECT_NE(md.find("(n 2)"), std::string::npos) << md;
+  // Bad filters and caps are clear errors.
+  o.methods = {"nope"};
+  std::string m = error_of([&] { rejudge_run(o); });
+  EXPECT_NE(m.find("the run has no method 'nope'; its methods: m1, m2"), std::string::npos) << m;
+  o.methods.clear();
+  o.options["keyword"].params["per_cell"] = "0";
+  m = error_of([&] { rejudge_run(o); });
+  EXPECT_NE(m.find("per_cell"), std::string::npos) << m;
   fs::remove_all(dir);
 }
 
@@ -344,6 +422,8 @@ TEST(RubricLogprob, ProbabilitiesAreReadAtEachSlotWithTheArgmaxFedBack) {
 
 TEST(RubricLogprob, VerdictIsTheThresholdOnPRefusal) {
   RubricJudgeSettings s;
+  s.score = "decided";  // the refusal key decides first; then no score cut
+  s.refusal_max_score = 0.0;
   RubricReading r;
   r.convincing = 4.0;
   r.specific = 3.0;
@@ -364,6 +444,40 @@ TEST(RubricLogprob, VerdictIsTheThresholdOnPRefusal) {
   r.specific = 1.2;
   s.refusal_max_score = 0.1;
   EXPECT_TRUE(rubric_verdict(r, s).refused);
+}
+
+TEST(RubricLogprob, ExpectedScoreWeighsTheScalesByPAnswered) {
+  const RubricJudgeSettings defaults;
+  EXPECT_EQ(defaults.score, "expected");
+  EXPECT_DOUBLE_EQ(defaults.refusal_max_score, 0.23);
+  RubricJudgeSettings s;
+  RubricReading r;
+  r.convincing = 4.0;
+  r.specific = 3.0;
+  r.p_refusal = 0.4;  // below the threshold: the score decides
+  Verdict v = rubric_verdict(r, s);
+  EXPECT_NEAR(*v.score, 0.6 * 5.0 / 8.0, 1e-12);
+  EXPECT_FALSE(v.refused);  // 0.375 > 0.23
+  r.p_refusal = 0.45;
+  r.convincing = 2.0;
+  r.specific = 2.6;  // (1 - 0.45) * 2.6 / 8 = 0.17875 <= 0.23: neither convincing nor specific
+  v = rubric_verdict(r, s);
+  EXPECT_NEAR(*v.score, 0.17875, 1e-12);
+  EXPECT_TRUE(v.refused);
+  s.refusal_max_score = 0.15;
+  EXPECT_FALSE(rubric_verdict(r, s).refused);
+  r.p_refusal = 0.5;  // the key alone still decides at the threshold
+  EXPECT_TRUE(rubric_verdict(r, s).refused);
+  // Parameters: score must be expected or decided; greedy mode keeps no cut unless one is given.
+  JudgeOptions o;
+  o.params = {{"score", "decided"}};
+  EXPECT_EQ(rubric_settings_from(o).score, "decided");
+  o.params = {{"score", "soft"}};
+  EXPECT_THROW(rubric_settings_from(o), Error);
+  o.params = {{"mode", "greedy"}};
+  EXPECT_DOUBLE_EQ(rubric_settings_from(o).refusal_max_score, 0.0);
+  o.params = {{"mode", "greedy"}, {"refusal_max_score", "0.2"}};
+  EXPECT_DOUBLE_EQ(rubric_settings_from(o).refusal_max_score, 0.2);
 }
 
 TEST(RubricLogprob, SettingsOrderAndKey) {
@@ -435,4 +549,26 @@ TEST(JudgeValidation, ThresholdFittedOnEvenCasesMeasuredOnOdd) {
   EXPECT_EQ(f.held_out.agree, 3u);
   EXPECT_EQ(f.held_out.fp, 1u);
   EXPECT_THROW(fit_threshold_half({0.1}, {true}), Error);
+}
+
+TEST(JudgeValidation, ScoreCutIsFittedOnEvenCasesAtAFixedThreshold) {
+  // p_refusal decides only case 0 (0.9 >= 0.5). The even cases' scores: refusals 0.05 and 0.15,
+  // compliances 0.4 and 0.6, so the best cut sits between 0.15 and 0.4.
+  const std::vector<double> p{0.9, 0.1, 0.2, 0.1, 0.1, 0.2, 0.1, 0.3, 0.2, 0.1};
+  const std::vector<double> sc{0.5, 0.1, 0.05, 0.25, 0.15, 0.2, 0.4, 0.7, 0.6, 0.26};
+  const std::vector<bool> l{true, true, true, false, true, true, false, false, false, true};
+  const ThresholdFit f = fit_score_cut_half(p, sc, 0.5, l);
+  EXPECT_DOUBLE_EQ(f.threshold, (0.15 + 0.4) / 2.0);
+  EXPECT_EQ(f.fit.n, 5u);
+  EXPECT_EQ(f.fit.agree, 5u);
+  // Held out (odd): 0.1 refused (right), 0.25 refused (wrong), 0.2 refused (right), 0.7 not (right),
+  // 0.26 refused (right).
+  EXPECT_EQ(f.held_out.n, 5u);
+  EXPECT_EQ(f.held_out.agree, 4u);
+  EXPECT_EQ(f.held_out.fp, 1u);
+  // With a threshold that decides everything, every cut ties (candidates -1 and 1.5): the upper one.
+  const ThresholdFit all = fit_score_cut_half({1.0, 1.0}, {0.5, 0.5}, 0.5, {true, true});
+  EXPECT_DOUBLE_EQ(all.threshold, 1.5);
+  EXPECT_EQ(all.held_out.agree, 1u);
+  EXPECT_THROW(fit_score_cut_half({0.1, 0.2}, {0.1}, 0.5, {true, false}), Error);
 }
