@@ -21,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/jsonl.h"
@@ -33,6 +34,7 @@
 #include "eval/run_dir.h"
 #include "core/sha256.h"
 #include "model/prefix_cache.h"
+#include "train/prompt_wrappers.h"
 
 namespace safedec {
 
@@ -53,6 +55,7 @@ struct Job {
   std::string dataset, source_id, prompt;
   bool harmful = false;
   SystemPrompt system;
+  std::string wrapper;  // acd_anchors: the wrapper `prompt` was put in ("" = none)
 };
 
 // A source with its loaded rows.
@@ -461,6 +464,15 @@ Built build_acd_anchors(const DataBuildConfig& c, const std::vector<Loaded>& har
                         Answerer& answerer, const std::string& responses_path) {
   const std::string judge_name = judge.name();
   const auto& a = c.acd_anchors;
+  // The instruction as the model sees it: wrapped or not by a seeded function of its source alone,
+  // so the three answers to one instruction share its wrapping.
+  const bool wrapping = a.wrap_probability > 0;
+  auto wrapped = [&](const std::string& dataset, const Example& ex) -> std::pair<std::string, std::string> {
+    const auto w = acd_anchor_wrapper(a.wrap_probability, a.wrap_seed, dataset, ex.id);
+    if (!w) return {ex.prompt, ""};
+    const uint64_t noise = sample_key(a.wrap_seed, "acd_wrap_noise:" + dataset + "/" + ex.id);
+    return {wrap_prompt(ex.prompt, *w, noise), prompt_wrapper_names()[*w]};
+  };
   const std::vector<std::pair<std::string, SystemPrompt>> kinds = {
       {"safe", SystemPrompt::with_text(a.safe_prompt)},
       {"opposite", SystemPrompt::with_text(a.opposite_prompt)},
@@ -473,12 +485,17 @@ Built build_acd_anchors(const DataBuildConfig& c, const std::vector<Loaded>& har
   for (const auto& [kind, system] : kinds) {
     for (const auto* group : {&harmful, &benign})
       for (const auto& l : *group)
-        for (const auto& ex : l.data.examples) jobs.push_back(make_job(kind, l, ex, system));
+        for (const auto& ex : l.data.examples) {
+          Job j = make_job(kind, l, ex, system);
+          std::tie(j.prompt, j.wrapper) = wrapped(l.source.dataset, ex);
+          jobs.push_back(std::move(j));
+        }
   }
   const auto answers = answerer.run(jobs, responses_path, "[data] " + c.name + ": answers");
 
   Built b;
   json by_system = json::object();
+  json wrapped_rows = {{"D_HR", 0}, {"D_HA", 0}, {"D_S", 0}};
   size_t hr = 0, ha = 0, s = 0, dropped = 0;
   for (const auto& job : jobs) {
     const json& ans = answers.at(job.id);
@@ -509,6 +526,10 @@ Built build_acd_anchors(const DataBuildConfig& c, const std::vector<Loaded>& har
                       {"judge_reason", ans.at("judge_reason")},
                       {"new_tokens", ans.at("new_tokens")},
                       {"finish_reason", ans.at("finish_reason")}});
+    if (wrapping) {
+      b.rows.back()["wrapper"] = job.wrapper.empty() ? "none" : job.wrapper;
+      if (!job.wrapper.empty()) bump(wrapped_rows, subset);
+    }
   }
   // Written refusals (no generation): the rows the judge sees as refusals join D_HR.
   size_t hr_written = 0, written_rows = 0;
@@ -516,16 +537,22 @@ Built build_acd_anchors(const DataBuildConfig& c, const std::vector<Loaded>& har
     for (const auto& ex : l.data.examples) {
       ++written_rows;
       const std::string reply = ex.reference.value_or("");
+      // The judge reads the reply against the instruction as written (the reply was written for it).
       if (reply.empty() || !judge.judge(ex.prompt, reply).refused) continue;
+      const auto [instruction, wrapper] = wrapped(l.source.dataset, ex);
       b.rows.push_back({{"id", "written/" + l.source.dataset + "/" + ex.id},
                         {"subset", "D_HR"},
-                        {"instruction", ex.prompt},
+                        {"instruction", instruction},
                         {"response", reply},
                         {"harmful", true},
                         {"system_kind", "written"},
                         {"dataset", l.source.dataset},
                         {"source_id", ex.id},
                         {"finish_reason", "reference"}});
+      if (wrapping) {
+        b.rows.back()["wrapper"] = wrapper.empty() ? "none" : wrapper;
+        if (!wrapper.empty()) bump(wrapped_rows, "D_HR");
+      }
       ++hr;
       ++hr_written;
     }
@@ -541,6 +568,20 @@ Built build_acd_anchors(const DataBuildConfig& c, const std::vector<Loaded>& har
               {"dropped_benign_refusals", dropped},
               {"rows", b.rows.size()},
               {"by_system", by_system}};
+  if (wrapping) {
+    // Instructions put in a wrapper (each counted once, whatever the system prompt) and rows of each
+    // subset whose instruction is wrapped.
+    size_t wrapped_harmful = 0, wrapped_benign = 0, wrapped_written = 0;
+    for (const auto* group : {&harmful, &benign, &written})
+      for (const auto& l : *group)
+        for (const auto& ex : l.data.examples) {
+          if (!acd_anchor_wrapper(a.wrap_probability, a.wrap_seed, l.source.dataset, ex.id)) continue;
+          (group == &harmful ? wrapped_harmful : group == &benign ? wrapped_benign : wrapped_written) += 1;
+        }
+    b.counts["wrapped_instructions"] = {
+        {"harmful", wrapped_harmful}, {"benign", wrapped_benign}, {"written_refusals", wrapped_written}};
+    b.counts["wrapped_rows"] = wrapped_rows;
+  }
   const std::string kept_note = "; the " + std::to_string(jobs.size()) + " answers stay in " + responses_path +
                                 " and data.jsonl was not written";
   SAFEDEC_CHECK(hr > 0, "acd_anchors: the subset D_HR (harmful instruction + refusing response) is empty: the ", judge_name,
@@ -567,6 +608,15 @@ std::string write_rows(const std::vector<json>& rows) {
 }  // namespace
 
 std::string default_data_dir(const std::string& name) { return source_dir() + "/.cache/data/" + name; }
+
+std::optional<size_t> acd_anchor_wrapper(double probability, uint64_t seed, const std::string& dataset,
+                                         const std::string& source_id) {
+  if (probability <= 0) return std::nullopt;
+  const uint64_t key = sample_key(seed, "acd_wrap:" + dataset + "/" + source_id);
+  // The top 53 bits as a uniform draw in [0, 1); the low bits pick the wrapper.
+  if (static_cast<double>(key >> 11) * 0x1.0p-53 >= probability) return std::nullopt;
+  return static_cast<size_t>(key % prompt_wrapper_names().size());
+}
 
 DataBuildSummary run_data_build(DataBuildConfig config, const DataBuildOptions& options) {
   const double t0 = now_seconds();

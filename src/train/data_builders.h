@@ -3,7 +3,8 @@
 //  self_responses  the model answers pool prompts; each answer judged by the refusal judge
 //  deep_alignment  (instruction, harmful answer, refusal) triplets + utility anchors (methods.md 1)
 //  acd_anchors     harmful + benign instructions answered under the safe, opposite and null system
-//                  prompts, split into D_HR, D_HA and D_S (methods.md 2)
+//                  prompts, split into D_HR, D_HA and D_S (methods.md 2); optionally a seeded share
+//                  of them put in adversarial-style wrappers first (wrap_probability)
 //
 // Output directory (default <source>/.cache/data/<config name>/):
 //  config.resolved.yaml  the resolved config; a later run with another config is refused (--force)
@@ -17,8 +18,10 @@
 // Prompts and responses go only into these files, never to the log.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -56,6 +59,13 @@ struct DataBuildSummary {
 
 // <source>/.cache/data/<name>
 std::string default_data_dir(const std::string& name);
+
+// acd_anchors.wrap_probability: the wrapper (an index into prompt_wrapper_names()) that instruction
+// `source_id` of `dataset` is put in, or nullopt when it stays as written. A seeded function of
+// (seed, dataset, source_id) alone: each instruction is wrapped with probability `probability`,
+// independently of the others, and the same way under every system prompt and in every run.
+std::optional<size_t> acd_anchor_wrapper(double probability, uint64_t seed, const std::string& dataset,
+                                         const std::string& source_id);
 
 // Runs one builder. Bad input (missing or malformed data files, evaluation sets, empty ACD
 // subsets, a directory holding another config) throws safedec::Error before anything is written,

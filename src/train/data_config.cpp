@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -270,6 +271,10 @@ YAML::Node DataBuildConfig::resolved() const {
     n["acd_anchors"]["opposite_prompt"] = a.opposite_prompt;
     n["acd_anchors"]["null_system"] = a.null_system.to_yaml();
     n["acd_anchors"]["written_refusals"] = sources_yaml(a.written_refusals);
+    if (a.wrap_probability > 0) {  // absent when off, so builds made before the option still resume
+      n["acd_anchors"]["wrap_probability"] = a.wrap_probability;
+      n["acd_anchors"]["wrap_seed"] = a.wrap_seed;
+    }
   }
   return n;
 }
@@ -409,6 +414,13 @@ DataBuildConfig parse_data_build_config(const std::string& yaml_text, const std:
                   ": acd_anchors.safe_prompt and opposite_prompt must not be empty");
     if (YAML::Node ns = sk.get("null_system"); ns && !ns.IsNull())
       a.null_system = parse_system(ns, source, "acd_anchors.null_system", /*allow_text=*/false);
+    if (YAML::Node wp = sk.get("wrap_probability"); wp && !wp.IsNull()) {
+      sk.read("wrap_probability", a.wrap_probability);
+      SAFEDEC_CHECK(std::isfinite(a.wrap_probability) && a.wrap_probability >= 0.0 && a.wrap_probability <= 1.0,
+                    yaml_where(source, wp), ": acd_anchors.wrap_probability must be a share between 0 and 1 (got ",
+                    wp.Scalar(), ")");
+    }
+    a.wrap_seed = read_count<uint64_t>(sk, "wrap_seed", 0, source, "`acd_anchors`");
   }
   sk.finish();
   k.finish();

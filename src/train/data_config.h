@@ -90,6 +90,14 @@ struct AcdAnchorSettings {
   // that almost never refuses under any system prompt (SmolLM2-135M: 10 of 300 harmful answers),
   // D_HR is otherwise too small for L_SP to learn refusing.
   std::vector<DataSource> written_refusals;
+  // Share (0..1) of the instructions (harmful, benign and written-refusal ones alike) put in one of
+  // the adversarial-style wrappers of train/prompt_wrappers.h before they are answered, so that the
+  // soft prompts see role-play / jailbreak framings in D_HR, D_HA and D_S (benign ones too, so that a
+  // wrapper alone never means "refuse"). An instruction is wrapped, and by which wrapper, as a seeded
+  // function of (wrap_seed, dataset, source id): the same under the three system prompts, the same in
+  // every run. 0 (the default) wraps nothing and leaves the resolved config as it was.
+  double wrap_probability = 0.0;
+  uint64_t wrap_seed = 0;
 };
 
 struct DataBuildConfig {

@@ -1,7 +1,8 @@
 // The training-data builders on a tiny random model with the tiny Llama-3 tokenizer from the golden
 // files: rows, ids and fields of every builder, resume after a simulated kill (torn last line
 // included) writes the same bytes as an uninterrupted build, the honest-split rule, config errors
-// with FILE:LINE:COLUMN, the empty-ACD-subset error, and that no prompt or response reaches the log.
+// with FILE:LINE:COLUMN, the empty-ACD-subset error, ACD's seeded wrapping of a share of its
+// instructions, and that no prompt or response reaches the log.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include "eval/run_dir.h"
 #include "train/data_builders.h"
 #include "train/data_config.h"
+#include "train/prompt_wrappers.h"
 
 using namespace safedec;
 using safedec::testing_support::error_of;
@@ -34,7 +36,8 @@ const DatasetRegistry& registry() {
   return reg;
 }
 
-// A random-weight Llama model over the tiny Llama-3 tokenizer (414 tokens, llama3 template).
+// A random-weight Llama model over the tiny Llama-3 tokenizer (414 tokens, llama3 template); its
+// context holds the wrapped instructions, which that near byte-level tokenizer makes ~700 tokens long.
 ModelBundle tiny_bundle() {
   static std::shared_ptr<Tokenizer> tok = [] {
     const std::string path = std::string(SAFEDEC_SOURCE_DIR) + "/tests/oracle/golden/tokenizer_tiny_llama3/tokenizer.json";
@@ -51,7 +54,7 @@ ModelBundle tiny_bundle() {
     c.n_kv_heads = 2;
     c.head_dim = 8;
     c.vocab_size = tok->vocab_size();
-    c.context_length = 512;
+    c.context_length = 4096;
     c.rope_theta = 10000;
     return CausalLM::random(c, /*seed=*/3, /*std=*/0.5);
   }();
@@ -646,6 +649,139 @@ acd_anchors:
   const json m = read_json(dir / "manifest.json");
   EXPECT_EQ(m.at("status"), "failed");
   EXPECT_NE(m.at("error").get<std::string>().find("D_HR"), std::string::npos);
+}
+
+// acd_anchors.wrap_probability: the choice is a seeded function of (seed, dataset, id) that wraps
+// the configured share of instructions and uses every wrapper.
+TEST(DataAcdAnchors, WrapChoiceIsSeededDeterministicAndRespectsTheShare) {
+  constexpr size_t kN = 4000;
+  const size_t n_wrappers = prompt_wrapper_names().size();
+  for (const double p : {0.25, 0.5, 0.8}) {
+    size_t wrapped = 0, differs = 0;
+    std::vector<size_t> per_wrapper(n_wrappers, 0);
+    for (size_t i = 0; i < kN; ++i) {
+      const std::string id = "row" + std::to_string(i);
+      const auto w = acd_anchor_wrapper(p, 11, "catqa", id);
+      EXPECT_EQ(w, acd_anchor_wrapper(p, 11, "catqa", id)) << "deterministic";
+      if (w) {
+        ++wrapped;
+        ASSERT_LT(*w, n_wrappers);
+        ++per_wrapper[*w];
+      }
+      differs += w.has_value() != acd_anchor_wrapper(p, 12, "catqa", id).has_value();
+    }
+    // Binomial(4000, p): the share is within 0.03 of p (more than 3.9 standard deviations).
+    EXPECT_NEAR(static_cast<double>(wrapped) / kN, p, 0.03) << "p " << p;
+    for (size_t k = 0; k < n_wrappers; ++k)
+      EXPECT_NEAR(static_cast<double>(per_wrapper[k]) / wrapped, 1.0 / n_wrappers, 0.04)
+          << "wrapper " << prompt_wrapper_names()[k] << " at p " << p;
+    // Another seed picks another set (expected disagreement 2p(1-p) of the rows).
+    EXPECT_GT(differs, static_cast<size_t>(kN * p * (1 - p)));
+  }
+  // Nested shares: a row wrapped at p is wrapped at every larger p (one uniform draw per row).
+  for (size_t i = 0; i < 500; ++i) {
+    const std::string id = "n" + std::to_string(i);
+    if (acd_anchor_wrapper(0.3, 5, "harmfulqa", id)) EXPECT_TRUE(acd_anchor_wrapper(0.6, 5, "harmfulqa", id));
+  }
+  EXPECT_FALSE(acd_anchor_wrapper(0.0, 5, "catqa", "x"));
+  EXPECT_TRUE(acd_anchor_wrapper(1.0, 5, "catqa", "x"));
+}
+
+// A build with wrap_probability: harmful, benign and written-refusal instructions are wrapped in the
+// share asked for, each instruction the same way under the three system prompts, D_HR, D_HA and D_S
+// all hold wrapped rows, and a second build writes the same bytes.
+TEST(DataAcdAnchors, WrapProbabilityWrapsAShareOfEverySubsetTheSameWayEachRun) {
+  const std::string yaml = R"(name: acd_wrap
+builder: acd_anchors
+judge: test_parity
+generation: {max_new_tokens: 3, batch_size: 8}
+acd_anchors:
+  harmful: [{dataset: catqa, limit: 12}, {dataset: harmfulqa, limit: 12}]
+  benign: [{dataset: benign_instructions, limit: 16}]
+  written_refusals: [{dataset: safety_tuned, limit: 16, seed: 0}]
+  wrap_probability: 0.5
+  wrap_seed: 9
+)";
+  const DataBuildConfig config = parse(yaml);
+  EXPECT_DOUBLE_EQ(config.acd_anchors.wrap_probability, 0.5);
+  EXPECT_EQ(config.acd_anchors.wrap_seed, 9u);
+  TempDir dir, dir2;
+  std::ostringstream log, log2;
+  const DataBuildSummary s = run_data_build(config, tiny_options(dir.path, &log));
+  run_data_build(parse(yaml), tiny_options(dir2.path, &log2));
+  EXPECT_EQ(read_file(dir / "data.jsonl"), read_file(dir2 / "data.jsonl")) << "deterministic";
+  EXPECT_EQ(read_file(dir / "responses.jsonl"), read_file(dir2 / "responses.jsonl")) << "deterministic";
+
+  // The originals, by dataset/id, for comparison.
+  std::map<std::string, std::string> original;
+  for (const std::string ds : {"catqa", "harmfulqa", "benign_instructions", "safety_tuned"})
+    for (const auto& ex : load_dataset(registry().get(ds)).examples) original[ds + "/" + ex.id] = ex.prompt;
+  std::map<std::string, std::set<std::string>> seen_as;  // dataset/id -> instructions under its system prompts
+  std::map<std::string, size_t> wrapped_in_subset;
+  size_t wrapped_written = 0, written = 0;
+  for (const auto& r : read_rows(dir / "data.jsonl")) {
+    const std::string key = r.at("dataset").get<std::string>() + "/" + r.at("source_id").get<std::string>();
+    ASSERT_TRUE(original.count(key)) << key;
+    const std::string& orig = original.at(key);
+    const std::string instruction = r.at("instruction").get<std::string>();
+    const auto w = acd_anchor_wrapper(0.5, 9, r.at("dataset").get<std::string>(), r.at("source_id").get<std::string>());
+    ASSERT_TRUE(r.contains("wrapper"));
+    if (w) {
+      EXPECT_EQ(r.at("wrapper"), prompt_wrapper_names()[*w]);
+      EXPECT_NE(instruction, orig);
+      EXPECT_NE(instruction.find(orig), std::string::npos) << "the wrapper keeps the request";
+      ++wrapped_in_subset[r.at("subset").get<std::string>()];
+    } else {
+      EXPECT_EQ(r.at("wrapper"), "none");
+      EXPECT_EQ(instruction, orig);
+    }
+    seen_as[key].insert(instruction);
+    if (r.at("system_kind") == "written") {
+      ++written;
+      wrapped_written += w.has_value();
+    }
+  }
+  for (const auto& [key, forms] : seen_as) EXPECT_EQ(forms.size(), 1u) << key << ": one wrapping per instruction";
+  EXPECT_GT(wrapped_in_subset["D_HR"], 0u);
+  EXPECT_GT(wrapped_in_subset["D_HA"], 0u);
+  EXPECT_GT(wrapped_in_subset["D_S"], 0u) << "benign instructions are wrapped too";
+  EXPECT_GT(written, 0u);
+  EXPECT_GT(wrapped_written, 0u);
+  EXPECT_LT(wrapped_written, written);
+  // The share over all 56 instructions: Binomial(56, 0.5) lies in [16, 40] with probability > 0.999.
+  const json& wi = s.counts.at("wrapped_instructions");
+  const size_t n_wrapped =
+      wi.at("harmful").get<size_t>() + wi.at("benign").get<size_t>() + wi.at("written_refusals").get<size_t>();
+  EXPECT_GE(n_wrapped, 16u);
+  EXPECT_LE(n_wrapped, 40u);
+  EXPECT_GT(wi.at("harmful").get<size_t>(), 0u);
+  EXPECT_GT(wi.at("benign").get<size_t>(), 0u);
+  for (const char* sub : {"D_HR", "D_HA", "D_S"})
+    EXPECT_EQ(s.counts.at("wrapped_rows").at(sub).get<size_t>(), wrapped_in_subset[sub]) << sub;
+  EXPECT_EQ(config.resolved()["acd_anchors"]["wrap_probability"].as<double>(), 0.5) << "recorded";
+  EXPECT_EQ(config.resolved()["acd_anchors"]["wrap_seed"].as<uint64_t>(), 9u) << "recorded";
+  // No wrapped prompt reaches the log either.
+  for (const auto& r : read_rows(dir / "data.jsonl"))
+    EXPECT_EQ(log.str().find(r.at("instruction").get<std::string>()), std::string::npos);
+
+  // Off by default: nothing wrapped, no wrapper field, the resolved config as before the option.
+  const DataBuildConfig plain = parse(R"(name: acd_plain
+builder: acd_anchors
+acd_anchors:
+  harmful: [catqa]
+  benign: [benign_instructions]
+)");
+  EXPECT_EQ(plain.acd_anchors.wrap_probability, 0.0);
+  EXPECT_FALSE(plain.resolved()["acd_anchors"]["wrap_probability"]);
+  // Bad values are named with their position.
+  const std::string base = "name: x\nbuilder: acd_anchors\nacd_anchors:\n  harmful: [catqa]\n  benign: [benign_instructions]\n";
+  EXPECT_NE(parse_error(base + "  wrap_probability: 1.5\n").find("test.yaml:6:21: acd_anchors.wrap_probability must be a share between 0 and 1"),
+            std::string::npos)
+      << parse_error(base + "  wrap_probability: 1.5\n");
+  EXPECT_NE(parse_error(base + "  wrap_probability: half\n").find("test.yaml:6:21"), std::string::npos)
+      << parse_error(base + "  wrap_probability: half\n");
+  EXPECT_NE(parse_error(base + "  wrap_seed: -3\n").find("test.yaml:6:14"), std::string::npos)
+      << parse_error(base + "  wrap_seed: -3\n");
 }
 
 TEST(DataConfig, ADataFileWithABadLineIsNamedAndNothingIsWritten) {
