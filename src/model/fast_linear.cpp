@@ -1,4 +1,5 @@
-// Skinny matrix product y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]) for at most 16 rows of x: decoding
+// Skinny matrix product y[m, n] = sum_k x[m, k] W[n, k] (+ b[n]) for few rows of x (<= 16; <= 64 with
+// AVX-512, which also covers short prefills): decoding
 // streams W from memory once per step, so the kernel reads each weight row once and applies it to
 // every x row.
 //
@@ -10,18 +11,30 @@
 //
 // Blocking: up to 4 rows (batch 1-4 decoding) keep all four chains of every row in registers and
 // make one pass over each weight row. More rows (batch 8 plain, batch 8 ACD / SafeDecoding = 16
-// rows) would need 4 x M accumulators, so the chains are computed one after the other on a tile of
-// NB weight rows x 4 x rows (the tile stays in L1 between chains; chain order does not change a
-// chain's value), with software prefetch of the next tile (L1) and of a tile further ahead (L2) so
-// the memory stream overlaps the FMAs. fp32 accumulation throughout.
+// rows) would need 4 x M accumulators:
+// - AVX-512 (tiled_avx512): a zmm register holds two chains (j, j + 1 = 16 consecutive k), so a tile
+//   of 4 weight rows x up to 8 x rows is 32 zmm accumulators for chains 0-1 (the even 64-byte lines
+//   of every 128), then again for chains 2-3 (the odd lines): every weight line is loaded once, and
+//   each zmm weight load feeds up to 8 FMAs. The halves are added as ymm (a0 + a1, a2 + a3) before
+//   the common finish, so the bits equal the ymm kernels'. The weight stream is prefetched (L2 hint)
+//   ~16 KiB ahead from inside the k loops, one line per row per iteration: prefetching a whole tile
+//   at once at the tile start stalled on the miss buffers, and the stream then did not overlap the
+//   FMAs (batch-8 SmolLM2 step 61 ms -> see experiments/runtime_speed.md).
+// - AVX2 (16 registers): the chains are computed one after the other on a tile of 2 weight rows x
+//   4 x rows (the tile stays in L1 between chains; chain order does not change a chain's value),
+//   with software prefetch of the next tile (L1) and of a tile further ahead (L2).
+// fp32 accumulation throughout.
 #include "model/fast_linear.h"
 
+#include "core/error.h"
+#include "model/fast_linear_isa.h"
 #include "model/quant_linear.h"
 
 #include <immintrin.h>
 
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -169,8 +182,8 @@ __attribute__((target("avx2,fma"))) void skinny_avx2(const float* X, const float
   chained<2>(X, W, B, Y, M, N, K, n0, n1);
 }
 
-// Same ymm arithmetic; AVX-512VL gives 32 vector registers: one pass up to 4 rows, else 6 x 4 tiles
-// (24 accumulators + 6 weight vectors + 1 x vector).
+// Same ymm arithmetic for 1-4 rows: AVX-512VL gives 32 vector registers, so one pass up to 4 rows.
+// 5-16 rows go to tiled_avx512 (below).
 __attribute__((target("avx2,fma,avx512f,avx512vl"))) void skinny_avx512vl(const float* X, const float* W,
                                                                          const float* B, float* Y, int64_t M,
                                                                          int64_t N, int64_t K, int64_t n0, int64_t n1) {
@@ -178,57 +191,191 @@ __attribute__((target("avx2,fma,avx512f,avx512vl"))) void skinny_avx512vl(const 
     case 1: return one_pass<1>(X, W, B, Y, N, K, n0, n1);
     case 2: return one_pass<2>(X, W, B, Y, N, K, n0, n1);
     case 3: return one_pass<3>(X, W, B, Y, N, K, n0, n1);
-    case 4: return one_pass<4>(X, W, B, Y, N, K, n0, n1);
-    default: return chained<6>(X, W, B, Y, M, N, K, n0, n1);
+    default: return one_pass<4>(X, W, B, Y, N, K, n0, n1);
   }
 }
 
 #undef SAFEDEC_AVX2
 
-bool has_avx512vl() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+// GCC 12 reports the _mm256_undefined_pd() inside _mm512_extractf64x4_pd as maybe-uninitialized (the
+// extract writes every lane); the warning is a false positive.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define SAFEDEC_AVX512 __attribute__((target("avx2,fma,avx512f,avx512vl"), always_inline)) inline
+
+// Sum of the two 8-lane chains held in the halves of v: chain j + chain j+1 (one ymm add).
+SAFEDEC_AVX512 __m256 fold(__m512 v) {
+  return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
-void skinny_gemm(const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N, int64_t K) {
-  static const bool wide = has_avx512vl();
+// One half of the 32-wide step: chains (2h, 2h + 1) = k in [32 i + 16 h, 32 i + 16 h + 16), for an
+// NB x MB tile; with tail (h == 0) the 8-wide tail [K32, K8) continues chain 0 (lower 8 lanes).
+template <int NB, int MB>
+SAFEDEC_AVX512 void half_pass(const float* const* w, const float* const* x, int64_t off, int64_t K32, int64_t K8,
+                              bool tail, int64_t pf, __m256 (&out)[NB][MB]) {
+  __m512 a[NB][MB];
+  for (int n = 0; n < NB; ++n)
+    for (int m = 0; m < MB; ++m) a[n][m] = _mm512_setzero_ps();
+  for (int64_t k = off; k < K32; k += 32) {
+    __m512 wv[NB];
+    for (int n = 0; n < NB; ++n) wv[n] = _mm512_loadu_ps(w[n] + k);
+    if (pf) for (int n = 0; n < NB; ++n) _mm_prefetch(reinterpret_cast<const char*>(w[n] + k + pf), _MM_HINT_T1);
+    for (int m = 0; m < MB; ++m) {
+      const __m512 xv = _mm512_loadu_ps(x[m] + k);
+      for (int n = 0; n < NB; ++n) a[n][m] = _mm512_fmadd_ps(wv[n], xv, a[n][m]);
+    }
+  }
+  if (tail) {
+    const __mmask16 lo = 0x00FF;
+    for (int64_t k = K32; k < K8; k += 8) {
+      __m512 wv[NB];
+      for (int n = 0; n < NB; ++n) wv[n] = _mm512_maskz_loadu_ps(lo, w[n] + k);
+      for (int m = 0; m < MB; ++m) {
+        const __m512 xv = _mm512_maskz_loadu_ps(lo, x[m] + k);
+        for (int n = 0; n < NB; ++n) a[n][m] = _mm512_mask3_fmadd_ps(wv[n], xv, a[n][m], lo);
+      }
+    }
+  }
+  for (int n = 0; n < NB; ++n)
+    for (int m = 0; m < MB; ++m) out[n][m] = fold(a[n][m]);
+}
+
+template <int NB, int MB>
+SAFEDEC_AVX512 void tile512(const float* X, const float* W, const float* B, float* Y, int64_t N, int64_t K, int64_t n,
+                            int64_t m, int64_t pf) {
+  const float* w[NB];
+  const float* x[MB];
+  for (int i = 0; i < NB; ++i) w[i] = W + (n + i) * K;
+  for (int i = 0; i < MB; ++i) x[i] = X + (m + i) * K;
+  const int64_t K32 = K / 32 * 32, K8 = K / 8 * 8;
+  __m256 s01[NB][MB], s23[NB][MB];
+  half_pass<NB, MB>(w, x, 0, K32, K8, true, pf, s01);
+  half_pass<NB, MB>(w, x, 16, K32, K8, false, pf, s23);
+  for (int i = 0; i < NB; ++i) {
+    const float bias = B ? B[n + i] : 0.0f;
+    for (int r = 0; r < MB; ++r) {
+      float s = hsum(_mm256_add_ps(s01[i][r], s23[i][r]));
+      for (int64_t t = K8; t < K; ++t) s = __builtin_fmaf(w[i][t], x[r][t], s);
+      Y[(m + r) * N + n + i] = s + bias;
+    }
+  }
+}
+
+template <int NB>
+SAFEDEC_AVX512 void tile512_rows(const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N,
+                                 int64_t K, int64_t n, int64_t pf) {
+  int64_t m = 0;
+  for (; m + 8 <= M; m += 8, pf = 0) tile512<NB, 8>(X, W, B, Y, N, K, n, m, pf);
+  switch (M - m) {
+    case 7: tile512<NB, 7>(X, W, B, Y, N, K, n, m, pf); break;
+    case 6: tile512<NB, 6>(X, W, B, Y, N, K, n, m, pf); break;
+    case 5: tile512<NB, 5>(X, W, B, Y, N, K, n, m, pf); break;
+    case 4: tile512<NB, 4>(X, W, B, Y, N, K, n, m, pf); break;
+    case 3: tile512<NB, 3>(X, W, B, Y, N, K, n, m, pf); break;
+    case 2: tile512<NB, 2>(X, W, B, Y, N, K, n, m, pf); break;
+    case 1: tile512<NB, 1>(X, W, B, Y, N, K, n, m, pf); break;
+    default: break;
+  }
+}
+
+__attribute__((target("avx2,fma,avx512f,avx512vl"))) void tiled_avx512(const float* X, const float* W,
+                                                                      const float* B, float* Y, int64_t M,
+                                                                      int64_t N, int64_t K, int64_t n0, int64_t n1) {
+  constexpr int NB = 4;
+  // Prefetch distance: the tile ~16 KiB ahead (at least the next one), issued inside the k loops.
+  const int64_t far = NB * std::max<int64_t>(1, (16 * 1024) / (NB * K * 4));
+  int64_t n = n0;
+  for (; n + NB <= n1; n += NB) {
+    const int64_t pf = (n + far + NB <= n1) ? far * K : 0;
+    tile512_rows<NB>(X, W, B, Y, M, N, K, n, pf);
+  }
+  for (; n < n1; ++n) tile512_rows<1>(X, W, B, Y, M, N, K, n, 0);
+}
+#undef SAFEDEC_AVX512
+#pragma GCC diagnostic pop
+
+// With AVX-512 the register-tiled kernel also takes short prefills (a chat prompt of ~40 tokens): ATen's
+// sgemm (MKL) packs the whole weight matrix on every call, which cost more than the product itself
+// here (SmolLM2 40-token prefill: 57% of its samples in the sgemm kernel + packing copy).
+constexpr int64_t kTiledMaxRows = 64;
+
+FastLinearIsa detect_isa() {
+  __builtin_cpu_init();
+  FastLinearIsa best = FastLinearIsa::kNone;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    best = FastLinearIsa::kAvx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) best = FastLinearIsa::kAvx512;
+  }
+  const char* env = std::getenv("SAFEDEC_FAST_LINEAR");
+  const std::string v = env ? env : "";
+  if (v == "0") return FastLinearIsa::kNone;
+  if (v == "avx2") return std::min(best, FastLinearIsa::kAvx2);
+  SAFEDEC_CHECK(v.empty() || v == "1" || v == "avx512", "SAFEDEC_FAST_LINEAR='", v,
+                "' is not one of 0 (plain at::linear), avx2, avx512 or 1 (the best this CPU has).");
+  return best;
+}
+
+std::atomic<int>& isa_cap() {
+  static std::atomic<int> cap{static_cast<int>(FastLinearIsa::kAvx512)};
+  return cap;
+}
+
+void skinny_gemm(FastLinearIsa isa, const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N,
+                 int64_t K) {
   // Grain: ~64 weight rows per task keeps both threads streaming without tiny tasks.
   at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
-    if (wide)
-      skinny_avx512vl(X, W, B, Y, M, N, K, n0, n1);
-    else
+    if (isa == FastLinearIsa::kAvx512) {
+      if (M <= 4)
+        skinny_avx512vl(X, W, B, Y, M, N, K, n0, n1);
+      else
+        tiled_avx512(X, W, B, Y, M, N, K, n0, n1);
+    } else {
       skinny_avx2(X, W, B, Y, M, N, K, n0, n1);
+    }
   });
-}
-bool detect() {
-  const char* env = std::getenv("SAFEDEC_FAST_LINEAR");
-  if (env && std::string(env) == "0") return false;
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 }  // namespace
 
-bool fast_linear_available() {
-  static const bool ok = detect();
-  return ok;
+FastLinearIsa fast_linear_cpu_isa() {
+  static const FastLinearIsa best = detect_isa();
+  return best;
 }
+
+FastLinearIsa fast_linear_isa() {
+  return std::min(fast_linear_cpu_isa(), static_cast<FastLinearIsa>(isa_cap().load(std::memory_order_relaxed)));
+}
+
+void set_fast_linear_isa(FastLinearIsa level) { isa_cap().store(static_cast<int>(level)); }
+
+const char* fast_linear_isa_name(FastLinearIsa level) {
+  switch (level) {
+    case FastLinearIsa::kAvx512: return "avx512";
+    case FastLinearIsa::kAvx2: return "avx2";
+    default: return "none";
+  }
+}
+
+bool fast_linear_available() { return fast_linear_isa() != FastLinearIsa::kNone; }
 
 torch::Tensor fast_linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
   const int64_t K = x.size(-1);
   const int64_t M = K > 0 ? x.numel() / K : 0;
   const bool grad = torch::GradMode::is_enabled() &&
                     (x.requires_grad() || w.requires_grad() || (b.defined() && b.requires_grad()));
-  if (M == 0 || M > kFastLinearMaxRows || grad || !x.device().is_cpu() || x.scalar_type() != torch::kFloat32 ||
+  if (M == 0 || M > kTiledMaxRows || grad || !x.device().is_cpu() || x.scalar_type() != torch::kFloat32 ||
       w.scalar_type() != torch::kFloat32 || !w.is_contiguous() || w.dim() != 2 || w.size(1) != K ||
-      (b.defined() && (!b.is_contiguous() || b.scalar_type() != torch::kFloat32)) || !fast_linear_available())
+      (b.defined() && (!b.is_contiguous() || b.scalar_type() != torch::kFloat32)))
+    return at::linear(x, w, b);
+  const FastLinearIsa isa = fast_linear_isa();
+  if (isa == FastLinearIsa::kNone || (isa != FastLinearIsa::kAvx512 && M > kFastLinearMaxRows))
     return at::linear(x, w, b);
   auto xc = x.contiguous();
   const int64_t N = w.size(0);
   auto shape = x.sizes().vec();
   shape.back() = N;
   auto y = torch::empty(shape, x.options());
-  skinny_gemm(xc.data_ptr<float>(), w.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
+  skinny_gemm(isa, xc.data_ptr<float>(), w.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr,
               y.data_ptr<float>(), M, N, K);
   return y;
 }

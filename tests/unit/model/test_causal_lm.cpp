@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "model/causal_lm.h"
 #include "model/fast_linear.h"
+#include "model/fast_linear_isa.h"
 
 using namespace safedec;
 
@@ -448,25 +449,79 @@ float fast_linear_reference_dot(const float* w, const float* x, int64_t K, float
   return s + bias;
 }
 
+// The SIMD levels this CPU can run (avx2 and, where present, avx512); each is checked below against
+// the scalar emulation, and the plain level (at::linear) against fp64.
+std::vector<FastLinearIsa> simd_levels_here() {
+  std::vector<FastLinearIsa> levels;
+  for (auto l : {FastLinearIsa::kAvx2, FastLinearIsa::kAvx512})
+    if (static_cast<int>(l) <= static_cast<int>(fast_linear_cpu_isa())) levels.push_back(l);
+  return levels;
+}
+
+// Restores the process-wide level when a test ends.
+struct IsaGuard {
+  ~IsaGuard() { set_fast_linear_isa(FastLinearIsa::kAvx512); }
+};
+
 TEST(FastLinear, FollowsTheDocumentedReductionOrderBitForBit) {
   torch::NoGradGuard ng;
-  torch::manual_seed(5);
-  for (int64_t K : {7, 8, 40, 71, 576}) {
-    for (int64_t N : {1, 7, 13}) {
-      auto w = torch::randn({N, K});
-      auto b = torch::randn({N});
-      for (int64_t M : {1, 2, 3, 4, 5, 6, 7, 9, 16}) {
-        auto x = torch::randn({M, K});
-        auto got = fast_linear(x, w, b).contiguous();
-        for (int64_t m = 0; m < M; ++m)
-          for (int64_t n = 0; n < N; ++n) {
-            const float want = fast_linear_reference_dot(w[n].data_ptr<float>(), x[m].data_ptr<float>(), K,
-                                                         b[n].item<float>());
-            ASSERT_EQ(got[m][n].item<float>(), want) << "K=" << K << " N=" << N << " M=" << M << " m=" << m
-                                                     << " n=" << n;
-          }
+  IsaGuard guard;
+  const auto levels = simd_levels_here();
+  ASSERT_FALSE(levels.empty()) << "the test machine should have AVX2/FMA (fast_linear has no SIMD level here)";
+  for (auto level : levels) {
+    set_fast_linear_isa(level);
+    ASSERT_EQ(fast_linear_isa(), level);
+    std::cout << "[ fast_linear ] checking the " << fast_linear_isa_name(level) << " kernels\n";
+    torch::manual_seed(5);
+    // K: tails of every kind (< 8, 8-wide tail, scalar tail, both) and the model sizes 576/1536;
+    // N: not a multiple of the 4-row (avx512) or 2-row (avx2) tiles; M: every row count 1-16 and, with
+    // avx512 (which also takes prefills of up to 64 rows), partial and full 8-row blocks up to 64.
+    std::vector<int64_t> rows;
+    for (int64_t M = 1; M <= 16; ++M) rows.push_back(M);
+    if (level == FastLinearIsa::kAvx512) rows.insert(rows.end(), {21, 40, 64});
+    for (int64_t K : {7, 8, 40, 71, 576, 1544}) {
+      for (int64_t N : {1, 7, 13, 130}) {
+        auto w = torch::randn({N, K});
+        auto b = torch::randn({N});
+        for (int64_t M : rows) {
+          auto x = torch::randn({M, K});
+          auto got = fast_linear(x, w, b).contiguous();
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+              const float want = fast_linear_reference_dot(w[n].data_ptr<float>(), x[m].data_ptr<float>(), K,
+                                                           b[n].item<float>());
+              ASSERT_EQ(got[m][n].item<float>(), want) << fast_linear_isa_name(level) << " K=" << K << " N=" << N
+                                                       << " M=" << M << " m=" << m << " n=" << n;
+            }
+        }
       }
     }
+  }
+}
+
+TEST(FastLinear, EveryLevelGivesTheSameBitsOnUnalignedViewsAndThePlainLevelIsAtLinear) {
+  torch::NoGradGuard ng;
+  IsaGuard guard;
+  torch::manual_seed(9);
+  // Rows that start off a 64-byte boundary (a view at an odd offset): the kernels use unaligned loads.
+  auto wbuf = torch::randn({300 * 77 + 3});
+  auto w = wbuf.narrow(0, 3, 300 * 77).view({300, 77});
+  auto xbuf = torch::randn({12 * 77 + 1});
+  auto x = xbuf.narrow(0, 1, 12 * 77).view({12, 77});
+  auto b = torch::randn({300});
+  set_fast_linear_isa(FastLinearIsa::kNone);
+  EXPECT_FALSE(fast_linear_available());
+  auto plain = fast_linear(x, w, b);
+  EXPECT_TRUE(torch::equal(plain, at::linear(x, w, b))) << "the plain level must be at::linear";
+  torch::Tensor first;
+  for (auto level : simd_levels_here()) {
+    set_fast_linear_isa(level);
+    auto got = fast_linear(x, w, b);
+    EXPECT_LT(((got - plain).abs().max()).item<double>(), 1e-4) << fast_linear_isa_name(level);
+    if (!first.defined())
+      first = got;
+    else
+      EXPECT_TRUE(torch::equal(first, got)) << fast_linear_isa_name(level) << " differs from avx2";
   }
 }
 
