@@ -153,6 +153,11 @@ void Scheduler::drain() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Scheduler::count_cancelled() {
+  std::lock_guard<std::mutex> lk(mu_);
+  ++stats_.cancelled;
+}
+
 SchedulerStats Scheduler::stats() const {
   std::lock_guard<std::mutex> lk(mu_);
   return stats_;
@@ -192,6 +197,7 @@ void Scheduler::admit(std::vector<std::shared_ptr<ServeJob>> jobs) {
   jobs.erase(std::remove_if(jobs.begin(), jobs.end(),
                             [&](const auto& j) {
                               if (!j->cancelled) return false;
+                              count_cancelled();  // before the job is published as done
                               finish_job(*j, tok, "cancelled");
                               return true;
                             }),
@@ -261,6 +267,7 @@ void Scheduler::step(Group& g) {
       Row& row = g.rows[r];
       ServeJob& job = *row.job;
       if (job.cancelled) {
+        count_cancelled();  // before the job is published as done
         finish_job(job, tok, "cancelled");
         continue;
       }

@@ -63,6 +63,7 @@ struct SchedulerStats {
   int64_t max_rows_in_step = 0;  // the largest batch one forward step decoded
   int64_t joined_running = 0;   // requests that joined a batch that was already decoding
   int64_t completed = 0;
+  int64_t cancelled = 0;        // jobs ended because their client went away (rows freed early)
   int64_t running = 0, queued = 0;
 };
 
@@ -86,6 +87,7 @@ class Scheduler {
   void loop();
   void admit(std::vector<std::shared_ptr<ServeJob>> jobs);
   void step(Group& group);
+  void count_cancelled();
 
   const ModelBundle& bundle_;
   SchedulerOptions options_;

@@ -1,7 +1,13 @@
 #include "serve/server.h"
 
+#include <dirent.h>
 #include <httplib.h>
+#include <netdb.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
 
 #include <chrono>
 #include <cstdio>
@@ -43,6 +49,75 @@ struct StreamState {
   int64_t prompt_tokens = 0;
   Clock::time_point t0;
 };
+
+
+// Numeric host and port of a socket's local (peer = false) or remote end, as httplib writes them into
+// Request::local_addr/local_port and remote_addr/remote_port.
+bool socket_end(int fd, bool peer, std::string* host, int* port) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len)
+                      : getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  if (rc != 0) return false;
+  char h[NI_MAXHOST], p[NI_MAXSERV];
+  if (getnameinfo(reinterpret_cast<sockaddr*>(&addr), len, h, sizeof h, p, sizeof p, NI_NUMERICHOST | NI_NUMERICSERV))
+    return false;
+  *host = h;
+  *port = std::atoi(p);
+  return true;
+}
+
+// The accepted socket that carries `req`. httplib 0.11 gives handlers no handle on the connection, so
+// look for the descriptor whose local and peer addresses are the request's (a TCP connection is
+// unique by that 4-tuple); httplib keeps it open until the handler returns. -1 if none matches.
+int connection_socket(const httplib::Request& req) {
+  if (req.remote_port <= 0 || req.local_port <= 0) return -1;
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    struct stat st {};
+    if (fstat(static_cast<int>(fd), &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    std::string host;
+    int port = 0;
+    if (!socket_end(static_cast<int>(fd), true, &host, &port) || port != req.remote_port || host != req.remote_addr)
+      continue;
+    if (!socket_end(static_cast<int>(fd), false, &host, &port) || port != req.local_port || host != req.local_addr)
+      continue;
+    found = static_cast<int>(fd);
+    break;
+  }
+  closedir(dir);
+  return found;
+}
+
+// Whether the client closed (or reset) the connection: a non-blocking peek that reads end-of-stream.
+// Bytes waiting (a pipelined next request) or nothing yet both mean the client is still there.
+bool client_gone(int fd) {
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  if (n > 0) return false;
+  return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+// Waits for a non-streaming job. Every 100 ms it checks the request's connection; a client that went
+// away cancels the job, so its row leaves the batch at the next decode step (streams notice it when a
+// write fails; a non-streaming response writes nothing before the end).
+void wait_watching_client(ServeJob& job, const httplib::Request& req) {
+  int fd = -2;  // looked up once, after the first wait, so quick requests never scan
+  std::unique_lock<std::mutex> lk(job.mu);
+  while (!job.cv.wait_for(lk, std::chrono::milliseconds(100), [&] { return job.done; })) {
+    if (job.cancelled) continue;
+    lk.unlock();
+    if (fd == -2) fd = connection_socket(req);
+    if (fd >= 0 && client_gone(fd)) job.cancelled = true;
+    lk.lock();
+  }
+}
 
 }  // namespace
 
@@ -214,6 +289,7 @@ void Server::install_routes() {
               {"running", st.running},
               {"queued", st.queued},
               {"completed", st.completed},
+              {"cancelled", st.cancelled},
               {"decode_steps", st.decode_steps},
               {"row_steps", st.row_steps},
               {"mean_rows_per_step", st.decode_steps > 0 ? double(st.row_steps) / double(st.decode_steps) : 0.0},
@@ -257,7 +333,7 @@ void Server::install_routes() {
                            {"created", static_cast<int64_t>(std::time(nullptr))},
                            {"model", model_id_}};
         if (!r.stream) {
-          job->wait();
+          wait_watching_client(*job, req);
           if (job->finish_reason == "error") {
             --in_flight_;
             send_error(res, ApiError(500, "decoding failed: " + job->error, "server_error", "", "decoding_failed"));

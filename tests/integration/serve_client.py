@@ -10,10 +10,12 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import openai
@@ -206,6 +208,37 @@ def mode_main(a):
             break
         time.sleep(0.1)
     check(freed and got >= 3, f"a disconnected stream frees its row (health {h})")
+
+    # A client that disconnects while waiting for a non-streaming answer also frees its row: the
+    # request is sent on a raw socket, which is closed once the request is decoding.
+    cancelled0 = health(base).get("cancelled")
+    check(cancelled0 is not None, "GET /health reports the count of cancelled requests")
+    u = urllib.parse.urlparse(base)
+    body = json.dumps({"model": a.model, "messages": user("Tell me a long story about a dragon."), "max_tokens": 400,
+                       "safedec": {"method": "plain"}}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            + (f"Authorization: Bearer {a.api_key}\r\n" if a.api_key else "") + "\r\n").encode()
+    sock = socket.create_connection((u.hostname, u.port), timeout=30)
+    sock.sendall(head + body)
+    running = False
+    for _ in range(600):
+        h = health(base)
+        if h["running"] >= 1:
+            running = True
+            break
+        time.sleep(0.05)
+    sock.close()
+    t_close = time.time()
+    freed = False
+    for _ in range(600):
+        h = health(base)
+        if h["running"] == 0 and h["queued"] == 0 and h["cancelled"] == cancelled0 + 1:
+            freed = True
+            break
+        time.sleep(0.05)
+    check(running and freed, f"a non-streaming request whose client disconnects is cancelled and frees its row "
+                             f"({time.time() - t_close:.2f} s after the close; health {h})")
 
 
 def mode_queue(a):

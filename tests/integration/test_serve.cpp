@@ -3,7 +3,8 @@
 //    (greedy and seeded sampling), and the batching is real (rows share decode steps);
 //  * the server, started as `build/safedec serve` on 127.0.0.1, passes the official `openai` client
 //    checks of tests/integration/serve_client.py (chat, streaming, completions, per-request method,
-//    400/401/404/429 errors, disconnects), drains on SIGTERM with exit 0, and never logs prompts.
+//    400/401/404/429 errors, streaming and non-streaming clients that disconnect: their rows are freed),
+//    drains on SIGTERM with exit 0, and never logs prompts.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -228,6 +229,9 @@ TEST(ServeScheduler, FullQueueIsRefusedAndCancelledRowsLeave) {
   EXPECT_LT(j1->tokens.size(), 400u);
   j2->wait();
   EXPECT_EQ(j2->finish_reason, "length");
+  const SchedulerStats st = s.stats();
+  EXPECT_EQ(st.cancelled, 1);  // GET /health reports it; serve_client.py checks it after a disconnect
+  EXPECT_EQ(st.completed, 1);
 }
 
 // --- the real server process ---
