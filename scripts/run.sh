@@ -10,8 +10,11 @@
 # runs/<config>-<UTC time>/ (report.md with plots, results.jsonl, generations.jsonl, manifest.json).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# The main job uses only the embedded default model; SAFEDEC_MODELS=all fetches every locked model.
-SAFEDEC_MODELS="${SAFEDEC_MODELS:-smollm2-135m-instruct}" SAFEDEC_BUILD_TESTS="${SAFEDEC_BUILD_TESTS:-OFF}" \
+# The main job evaluates the embedded default model and judges with Qwen2.5-Coder-0.5B-Instruct (the
+# quickstart's rubric judge; configs/full.yaml's is the 1.5B); SAFEDEC_MODELS=all fetches every locked model.
+DEFAULT_MODELS=smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct
+for a in "$@"; do [[ "$a" == "--full" ]] && DEFAULT_MODELS=smollm2-135m-instruct,qwen2.5-coder-1.5b-instruct; done
+SAFEDEC_MODELS="${SAFEDEC_MODELS:-$DEFAULT_MODELS}" SAFEDEC_BUILD_TESTS="${SAFEDEC_BUILD_TESTS:-OFF}" \
   "$ROOT/scripts/setup.sh"
 BUILD="${SAFEDEC_BUILD_DIR:-$ROOT/build}"
 cd "$ROOT"

@@ -291,7 +291,10 @@ Steering::Steering(torch::Tensor icv, double alpha, SteerForm form)
 
 void Steering::bind() {
   torch::Tensor icv = icv_;
-  const double alpha = alpha_;
+  // The ICV here is h(unsafe) - h(safe) (methods.md 3b, as the reference code builds it), and the code
+  // form moves away from it. The paper writes h' = h + alpha ICV with its ICV pointing to the safe
+  // side, i.e. minus ours, so the paper form is steer_hidden's x + a v with a = -alpha.
+  const double alpha = form_ == SteerForm::kPaper ? -alpha_ : alpha_;
   const SteerForm form = form_;
   hooks_.mlp_transform = [icv, alpha, form](int64_t layer, const torch::Tensor& mlp_out) -> torch::Tensor {
     if (layer >= icv.size(0)) return mlp_out;

@@ -71,7 +71,7 @@ struct SteerConfig {
   bool enabled = false;
   std::string icv;              // safetensors file with tensor `icv` [L, d]
   double alpha = 0.12;          // the code's default strength
-  std::string form = "code";    // code | paper
+  std::string form = "code";    // code | paper (h - alpha ICV rescaled to |h|: the paper's h + alpha ICV, whose ICV points to the safe side)
   void validate(const std::string& where) const;
 };
 

@@ -312,6 +312,29 @@ TEST(SteerStrategy, AlphaZeroEqualsPlainAndSteeringIsLive) {
   expect_batched_equals_single([&] { return std::make_unique<SteerStrategy>(env_of(model), strong); }, "steer");
 }
 
+TEST(SteerStrategy, BothFormsMoveTheMlpOutputAwayFromTheIcv) {
+  // The ICV is h(unsafe) - h(safe): the code form and the paper form (h + alpha ICV with the paper's
+  // safe-pointing ICV, i.e. minus ours) must both lower the output's component along it.
+  torch::InferenceMode guard;
+  torch::manual_seed(3);
+  const auto icv = torch::randn({2, 32});
+  const auto x = torch::randn({5, 32});
+  for (SteerForm form : {SteerForm::kCode, SteerForm::kPaper}) {
+    Steering st(icv, 0.5, form);
+    ASSERT_TRUE(st.hooks()->mlp_transform);
+    for (int64_t layer = 0; layer < 2; ++layer) {
+      const auto v = icv[layer] / icv[layer].norm();
+      const auto y = st.hooks()->mlp_transform(layer, x);
+      const auto before = torch::matmul(x / x.norm(2, -1, true), v);
+      const auto after = torch::matmul(y / y.norm(2, -1, true), v);
+      EXPECT_TRUE((after < before).all().item<bool>())
+          << (form == SteerForm::kPaper ? "paper" : "code") << " form, layer " << layer << ": cosine with the ICV "
+          << before << " -> " << after;
+      EXPECT_TRUE(torch::allclose(y.norm(2, -1), x.norm(2, -1), 1e-4, 1e-5));  // both forms keep |x|
+    }
+  }
+}
+
 TEST(StackedStrategies, SteerInsideAcdAndNgsdBatchesExactly) {
   torch::InferenceMode guard;
   auto model = tiny_model();
