@@ -85,21 +85,23 @@ float dot_q8_0(const uint8_t* w, const ActBlock* a, int64_t nb) {
   return acc;
 }
 
-float dot_q4_k(const uint8_t* w, const ActBlock* a, int64_t nb) {
+float dot_q4_k(const uint8_t* w, const KActBlock* a, int64_t nsb) {
   float acc = 0.0f;
-  for (int64_t sb = 0; sb < nb / 8; ++sb, w += 144) {
+  for (int64_t sb = 0; sb < nsb; ++sb, w += 144) {
     const float d = rd_half(w), dmin = rd_half(w + 2);
     const uint8_t* q = w + 16;
+    const KActBlock& x = a[sb];
+    int isum = 0, imin = 0;  // exact: |isum| <= 256 * 15 * 127 * 63, |imin| <= 256 * 127 * 63
     for (int j = 0; j < 8; ++j) {
-      const ActBlock& x = a[sb * 8 + j];
       const uint8_t* qc = q + 32 * (j / 2);
       int s = 0;
-      for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (qc[l] & 0x0F) : (qc[l] >> 4)) * x.q[l];
+      for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (qc[l] & 0x0F) : (qc[l] >> 4)) * x.q[32 * j + l];
       int sc, m;
       k_scale_min(j, w + 4, &sc, &m);
-      acc += d * static_cast<float>(sc) * x.d * static_cast<float>(s) -
-             dmin * static_cast<float>(m) * x.d * static_cast<float>(act_sum(x));
+      isum += sc * s;
+      imin += m * (x.bsum[2 * j] + x.bsum[2 * j + 1]);
     }
+    acc += d * x.d * static_cast<float>(isum) - dmin * x.d * static_cast<float>(imin);
   }
   return acc;
 }
@@ -115,26 +117,25 @@ inline int q6_at(const uint8_t* w, int e) {
   return nib | (((qh[l] >> (2 * quarter)) & 3) << 4);
 }
 
-float dot_q6_k(const uint8_t* w, const ActBlock* a, int64_t nb) {
+float dot_q6_k(const uint8_t* w, const KActBlock* a, int64_t nsb) {
   float acc = 0.0f;
-  for (int64_t sb = 0; sb < nb / 8; ++sb, w += 210) {
+  for (int64_t sb = 0; sb < nsb; ++sb, w += 210) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
     const float d = rd_half(w + 208);
-    for (int j = 0; j < 8; ++j) {  // activation block j = elements [32 j, 32 j + 32) = groups 2j, 2j+1
-      const ActBlock& x = a[sb * 8 + j];
-      int s0 = 0, s1 = 0;
-      for (int l = 0; l < 16; ++l) s0 += q6_at(w, 32 * j + l) * x.q[l];
-      for (int l = 16; l < 32; ++l) s1 += q6_at(w, 32 * j + l) * x.q[l];
-      // Group g = element / 16 has scale sc[g] in Q6_K's layout (16 scales per 256).
-      const int g0 = 2 * j, g1 = 2 * j + 1;
-      const int isum = sc[g0] * (s0 - 32 * x.sum[0]) + sc[g1] * (s1 - 32 * x.sum[1]);
-      acc += d * x.d * static_cast<float>(isum);
+    const KActBlock& x = a[sb];
+    int isum = 0;  // exact: |isum| <= 256 * 63 * 127 * 128
+    for (int g = 0; g < 16; ++g) {  // group g = elements [16 g, 16 g + 16), scale sc[g]
+      int s = 0;
+      for (int l = 0; l < 16; ++l) s += q6_at(w, 16 * g + l) * x.q[16 * g + l];
+      isum += sc[g] * (s - 32 * x.bsum[g]);
     }
+    acc += d * x.d * static_cast<float>(isum);
   }
   return acc;
 }
 
 using DotFn = float (*)(const uint8_t*, const ActBlock*, int64_t);
+using KDotFn = float (*)(const uint8_t*, const KActBlock*, int64_t);
 
 DotFn reference_dot(GgmlType t) {
   switch (t) {
@@ -142,6 +143,12 @@ DotFn reference_dot(GgmlType t) {
     case GgmlType::Q4_1: return dot_q4_1;
     case GgmlType::Q5_0: return dot_q5_0;
     case GgmlType::Q8_0: return dot_q8_0;
+    default: return nullptr;
+  }
+}
+
+KDotFn reference_kdot(GgmlType t) {
+  switch (t) {
     case GgmlType::Q4_K: return dot_q4_k;
     case GgmlType::Q6_K: return dot_q6_k;
     default: return nullptr;
@@ -183,7 +190,30 @@ void quantize_activations(const float* x, int64_t K, ActBlock* out) {
   }
 }
 
-bool kernel_supported(GgmlType type) { return reference_dot(type) != nullptr; }
+void quantize_activations_k(const float* x, int64_t K, KActBlock* out) {
+  SAFEDEC_ASSERT(K % kKActBlock == 0, "activation length ", K, " is not a multiple of 256");
+  for (int64_t b = 0; b < K / kKActBlock; ++b, x += kKActBlock) {
+    float amax = 0.0f;
+    for (int i = 0; i < kKActBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float d = amax / 127.0f;
+    const float inv = d > 0.0f ? 1.0f / d : 0.0f;  // an all-zero block quantises to zeros
+    KActBlock& o = out[b];
+    o.d = d;
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int i = 16 * g; i < 16 * g + 16; ++i) {
+        const int q = static_cast<int>(std::nearbyint(std::min(127.0f, std::max(-127.0f, x[i] * inv))));
+        o.q[i] = static_cast<int8_t>(q);
+        s += q;
+      }
+      o.bsum[g] = static_cast<int16_t>(s);
+    }
+  }
+}
+
+bool uses_k_activations(GgmlType type) { return reference_kdot(type) != nullptr; }
+
+bool kernel_supported(GgmlType type) { return reference_dot(type) != nullptr || reference_kdot(type) != nullptr; }
 
 const char* isa_name(Isa isa) {
   switch (isa) {
@@ -227,6 +257,8 @@ Isa best_isa() {
 void gemv_rows(Isa isa, const QuantGemv& p, int64_t n0, int64_t n1) {
   SAFEDEC_ASSERT(p.K % kActBlock == 0 && p.K % ggml_block_size(p.type) == 0, "bad K ", p.K, " for ",
                  ggml_type_name(p.type));
+  SAFEDEC_ASSERT(uses_k_activations(p.type) ? p.AK != nullptr : p.A != nullptr, "no activation rows in the format ",
+                 ggml_type_name(p.type), " needs");
   SAFEDEC_ASSERT(isa_available(isa), "kernel ", isa_name(isa), " is not available on this CPU");
   switch (isa) {
     case Isa::Avx512Vnni:
@@ -239,6 +271,12 @@ void gemv_rows(Isa isa, const QuantGemv& p, int64_t n0, int64_t n1) {
       if (gemv_rows_avx2(p, n0, n1)) return;
       break;
     case Isa::Reference: break;
+  }
+  if (const KDotFn kdot = reference_kdot(p.type)) {
+    const int64_t nsb = p.K / kKActBlock;
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t m = 0; m < p.M; ++m) p.Y[m * p.ldy + n] = kdot(p.W + n * p.row_bytes, p.AK + m * nsb, nsb);
+    return;
   }
   const DotFn dot = reference_dot(p.type);
   SAFEDEC_CHECK(dot, "No quantised kernel for ggml type ", ggml_type_name(p.type), ".");

@@ -2,23 +2,32 @@
 // y[m, n] = sum_k x[m, k] W[n, k] for a few activation rows x (decoding), with W stored row by row
 // in one of the GGUF block formats Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K.
 //
-// Numerics. Each activation row is quantised once per call to int8 blocks of 32 (ActBlock: x ~ d q,
-// d = max|x| / 127, q = round-to-nearest(x / d), plus the integer sums of q over each half), the
-// scheme llama.cpp uses for its integer dot products. A weight block's contribution is then an
-// exact integer dot of its (unsigned, offset) quants with q, scaled in fp32 by the block scales:
+// Numerics. Each activation row is quantised once per call to int8 (x ~ d q, d = max|x| / 127 over
+// the block, q = round-to-nearest(x / d)) in the block format its weight type needs:
+//  * 32-element types (Q4_0, Q4_1, Q5_0, Q8_0): ActBlock, one scale per 32 and the integer sums of
+//    q over each half (llama.cpp's Q8_0/Q8_1 scheme);
+//  * K-quants (Q4_K, Q6_K): KActBlock, one scale per 256-element super-block and the integer sums of
+//    q over each 16 (llama.cpp's Q8_K scheme), so that a whole super-block is one integer dot.
+// A weight block's contribution is then an exact integer dot of its (unsigned, offset) quants with
+// q, scaled in fp32 by the block scales:
 //   Q4_0  d_w (sum u x_q - 8 S) d_x               u = nibble
 //   Q4_1  d_w (sum u x_q) d_x + m_w S d_x
 //   Q5_0  d_w (sum u x_q - 16 S) d_x              u = nibble | high bit << 4
 //   Q8_0  d_w (sum (w + 128) x_q - 128 S) d_x     (the unsigned offset lets u8 x s8 instructions work)
-//   Q4_K  d sc_j (sum u x_q) d_x - dmin m_j S d_x per 32-element sub-block j
-//   Q6_K  d (sc_a (sum_a u x_q - 32 S_a) + sc_b (sum_b u x_q - 32 S_b)) d_x over two 16-groups
-// with S = sum q of the activation block (S_a, S_b its halves). Integer sums are exact, so the only
-// differences between the reference and the SIMD kernels are in the order of the fp32 additions.
-// The error against the fp32 path (dequantised weights times fp32 x) comes from the int8
-// activations: |x - d q| <= d / 2 per element (about 0.4% of the block's largest value).
+//   Q4_K  d d_x (sum_j sc_j sum_j u x_q) - dmin d_x (sum_j m_j S_j)   over the 8 sub-blocks j of 32
+//   Q6_K  d d_x (sum_g sc_g (sum_g u x_q - 32 S_g))                    over the 16 groups g of 16
+// with S = sum q of the activation block (S_j, S_g: over the sub-block / group). For the K-quants
+// the two bracketed sums are single int32 numbers per super-block (the integer scales multiply
+// int16 partial dots: vpmaddubsw then vpmaddwd by sc), converted to fp32 once per 256 elements.
+// Integer sums are exact, so the only differences between the reference and the SIMD kernels are in
+// the order of the fp32 additions. The error against the fp32 path (dequantised weights times fp32
+// x) comes from the int8 activations: |x - d q| <= d / 2 per element (1/254 of the block's largest
+// value; the block is 32 elements for the legacy types, 256 for the K-quants). quant_linear() by
+// default adds a second level (the residual x - d q quantised the same way), see quant_linear.h.
 //
 // Kernels: a plain C++ reference (the oracle), and AVX2, AVX-512 (AVX-512BW/VL: the AVX2 code with
-// 32 vector registers) and AVX-512-VNNI (vpdpbusd) versions of one SIMD body, picked at run time.
+// 32 vector registers) and AVX-512-VNNI (vpdpbusd for the 32-element types; the K-quants use the
+// vpmaddubsw + vpmaddwd-by-scale pair there too) versions of one SIMD body, picked at run time.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +50,21 @@ struct ActBlock {
 // Quantises x[0, K) (K a multiple of 32) into K / 32 blocks.
 void quantize_activations(const float* x, int64_t K, ActBlock* out);
 
+constexpr int64_t kKActBlock = 256;
+
+// One int8-quantised super-block of 256 activations (for the K-quant weight types).
+struct alignas(32) KActBlock {
+  int8_t q[256];
+  int16_t bsum[16];  // sum of q over each 16 elements
+  float d;           // x ~ d * q
+};
+
+// Quantises x[0, K) (K a multiple of 256) into K / 256 super-blocks.
+void quantize_activations_k(const float* x, int64_t K, KActBlock* out);
+
+// Whether this weight type multiplies KActBlock rows (Q4_K, Q6_K) rather than ActBlock rows.
+bool uses_k_activations(GgmlType type);
+
 // Whether W of this type can be multiplied directly (else the caller dequantises it).
 bool kernel_supported(GgmlType type);
 
@@ -51,7 +75,8 @@ Isa best_isa();
 bool isa_available(Isa isa);
 
 // Weight rows [n0, n1) of a row-major block-quantised matrix W (row n at W + n * row_bytes, K
-// elements) against M activation rows A (row m at A + m * (K / 32)): Y[m * ldy + n] = dot.
+// elements) against M activation rows: A (row m at A + m * (K / 32)) for the 32-element types, AK
+// (row m at AK + m * (K / 256)) for the K-quants (uses_k_activations): Y[m * ldy + n] = dot.
 struct QuantGemv {
   GgmlType type;
   const uint8_t* W;
@@ -61,6 +86,7 @@ struct QuantGemv {
   int64_t M;
   float* Y;
   int64_t ldy;
+  const KActBlock* AK = nullptr;
 };
 void gemv_rows(Isa isa, const QuantGemv& p, int64_t n0, int64_t n1);
 

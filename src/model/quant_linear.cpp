@@ -78,6 +78,32 @@ torch::Tensor QuantWeight::dequantize() const {
   return w;
 }
 
+namespace {
+
+// M rows of x (row stride K) quantised to int8 blocks of Blk's size: level 1 in rows [0, M) and,
+// with two levels, the residual x - d q of each row quantised again in rows [M, 2 M).
+template <typename Blk>
+std::vector<Blk> quantize_rows(const float* xp, int64_t M, int64_t K, bool two,
+                               void (*quantize)(const float*, int64_t, Blk*)) {
+  constexpr int64_t bs = static_cast<int64_t>(sizeof(Blk::q));
+  const int64_t nb = K / bs;
+  std::vector<Blk> act(static_cast<size_t>((two ? 2 : 1) * M * nb));
+  std::vector<float> resid(two ? static_cast<size_t>(K) : 0);
+  for (int64_t m = 0; m < M; ++m) {
+    Blk* a1 = act.data() + m * nb;
+    quantize(xp + m * K, K, a1);
+    if (!two) continue;
+    for (int64_t k = 0; k < K; ++k) {
+      const Blk& blk = a1[k / bs];
+      resid[static_cast<size_t>(k)] = xp[m * K + k] - blk.d * static_cast<float>(blk.q[k % bs]);
+    }
+    quantize(resid.data(), K, act.data() + (M + m) * nb);
+  }
+  return act;
+}
+
+}  // namespace
+
 int quant_activation_levels() {
   static const int levels = [] {
     const char* env = std::getenv("SAFEDEC_QUANT_ACT");
@@ -108,23 +134,17 @@ torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const t
     // x - d q quantised the same way as M more rows, multiplied in the same pass over W; the two
     // partial products are summed. Two levels leave an activation error of ~1/64000 of a block's
     // largest value instead of ~1/254 (which outlier-heavy models such as SmolLM2 and Gemma feel
-    // as a few percent of logit error).
+    // as a few percent of logit error). Each block format a segment needs is built (ActBlock of 32
+    // for the legacy types, KActBlock of 256 for the K-quants).
     const bool two = quant_activation_levels() == 2;
     const int64_t R = two ? 2 * M : M;
-    const int64_t nb = K / quant::kActBlock;
-    std::vector<quant::ActBlock> act(static_cast<size_t>(R * nb));
     const float* xp = xc.data_ptr<float>();
-    std::vector<float> resid(two ? static_cast<size_t>(K) : 0);
-    for (int64_t m = 0; m < M; ++m) {
-      quant::ActBlock* a1 = act.data() + m * nb;
-      quant::quantize_activations(xp + m * K, K, a1);
-      if (!two) continue;
-      for (int64_t k = 0; k < K; ++k) {
-        const quant::ActBlock& blk = a1[k / quant::kActBlock];
-        resid[static_cast<size_t>(k)] = xp[m * K + k] - blk.d * static_cast<float>(blk.q[k % quant::kActBlock]);
-      }
-      quant::quantize_activations(resid.data(), K, act.data() + (M + m) * nb);
-    }
+    bool need32 = false, need256 = false;
+    for (const auto& s : w.segments()) (quant::uses_k_activations(s.type) ? need256 : need32) = true;
+    std::vector<quant::ActBlock> act;
+    std::vector<quant::KActBlock> kact;
+    if (need32) act = quantize_rows<quant::ActBlock>(xp, M, K, two, quant::quantize_activations);
+    if (need256) kact = quantize_rows<quant::KActBlock>(xp, M, K, two, quant::quantize_activations_k);
     auto yr = torch::empty({R, N}, x.options());
     float* yp = yr.data_ptr<float>();
     // Grain: 32 weight rows per task keeps both threads busy on the smallest matrices (k/v of 256 rows).
@@ -132,7 +152,7 @@ torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const t
       for (const auto& s : w.segments()) {
         const int64_t b0 = std::max(n0, s.row0), b1 = std::min(n1, s.row0 + s.rows);
         if (b0 >= b1) continue;
-        quant::QuantGemv p{s.type, s.data.data(), s.row_bytes, K, act.data(), R, yp + s.row0, N};
+        quant::QuantGemv p{s.type, s.data.data(), s.row_bytes, K, act.data(), R, yp + s.row0, N, kact.data()};
         quant::gemv_rows(isa, p, b0 - s.row0, b1 - s.row0);
       }
     });

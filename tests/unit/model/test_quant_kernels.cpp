@@ -5,7 +5,8 @@
 //    block dots and differ only in the order of fp32 additions, so the tolerance is the fp32
 //    rounding bound of the sum: 2 * nblocks * eps * sum_b |term_b| (+ the hsum's 8 lanes);
 //  * the reference against fp32 dequantised weights times fp32 x, with the bound of the int8
-//    activation rounding: |x - d q| <= d / 2 per element, so |error| <= sum_k |w_k| d_k / 2;
+//    activation rounding: |x - d q| <= d / 2 per element, so |error| <= sum_k |w_k| d_k / 2 (d_k the
+//    scale of k's activation block: 32 elements for the legacy types, 256 for the K-quants);
 //  * quant_linear() decode (int8) and prefill (fp32 tiles) paths against dequantised at::linear,
 //    a fused matrix of mixed-type segments, the llama Q/K row permutation, bias, and errors.
 #include <gtest/gtest.h>
@@ -81,11 +82,27 @@ std::vector<Case> cases() {
   return out;
 }
 
-// Reference results and the fp32 rounding bound per output (via the absolute-value dot).
-void reference(const Case& c, const std::vector<uint8_t>& w, const std::vector<ActBlock>& a, std::vector<float>& y) {
+// M activation rows in both block formats (ActBlock of 32, and KActBlock of 256 where K allows).
+struct Acts {
+  std::vector<ActBlock> a;
+  std::vector<KActBlock> k;
+};
+Acts quantize_both(const std::vector<float>& x, int64_t M, int64_t K) {
+  Acts out;
+  out.a.resize(static_cast<size_t>(M * K / 32));
+  for (int64_t m = 0; m < M; ++m) quantize_activations(x.data() + m * K, K, out.a.data() + m * K / 32);
+  if (K % 256 == 0) {
+    out.k.resize(static_cast<size_t>(M * K / 256));
+    for (int64_t m = 0; m < M; ++m) quantize_activations_k(x.data() + m * K, K, out.k.data() + m * K / 256);
+  }
+  return out;
+}
+
+// Reference results.
+void reference(const Case& c, const std::vector<uint8_t>& w, const Acts& a, std::vector<float>& y) {
   y.assign(static_cast<size_t>(c.M * c.N), 0.0f);
   QuantGemv p{c.type, w.data(), static_cast<size_t>(c.K / ggml_block_size(c.type) * ggml_type_size(c.type)), c.K,
-              a.data(), c.M, y.data(), c.N};
+              a.a.data(), c.M, y.data(), c.N, a.k.data()};
   gemv_rows(Isa::Reference, p, 0, c.N);
 }
 
@@ -104,12 +121,11 @@ TEST(QuantKernels, SimdMatchesReferenceOnAwkwardSizes) {
     for (const Case& c : cases()) {
       const auto w = random_rows(c.type, c.N, c.K, rng);
       const auto x = random_x(c.M * c.K, rng);
-      std::vector<ActBlock> a(static_cast<size_t>(c.M * c.K / 32));
-      for (int64_t m = 0; m < c.M; ++m) quantize_activations(x.data() + m * c.K, c.K, a.data() + m * c.K / 32);
+      const Acts a = quantize_both(x, c.M, c.K);
       std::vector<float> ref, got(static_cast<size_t>(c.M * c.N), -1.0f);
       reference(c, w, a, ref);
       const size_t rb = static_cast<size_t>(c.K / ggml_block_size(c.type) * ggml_type_size(c.type));
-      QuantGemv p{c.type, w.data(), rb, c.K, a.data(), c.M, got.data(), c.N};
+      QuantGemv p{c.type, w.data(), rb, c.K, a.a.data(), c.M, got.data(), c.N, a.k.data()};
       // In two pieces, as the thread split does.
       gemv_rows(isa, p, 0, c.N / 2);
       gemv_rows(isa, p, c.N / 2, c.N);
@@ -142,10 +158,11 @@ TEST(QuantKernels, ReferenceMatchesFp32WithinTheInt8ActivationBound) {
     const int64_t K = 1536, N = 19;
     const auto w = random_rows(t, N, K, rng);
     const auto x = random_x(K, rng);
-    std::vector<ActBlock> a(static_cast<size_t>(K / 32));
-    quantize_activations(x.data(), K, a.data());
+    const Acts a = quantize_both(x, 1, K);
     std::vector<float> y;
     reference({t, N, K, 1}, w, a, y);
+    // The activation step of element k: its 32-block's (legacy types) or 256-block's (K-quants).
+    auto step = [&](int64_t k) { return uses_k_activations(t) ? a.k[static_cast<size_t>(k / 256)].d : a.a[static_cast<size_t>(k / 32)].d; };
     std::vector<float> wf(static_cast<size_t>(N * K));
     dequantize_row(t, w.data(), wf.data(), N * K);
     for (int64_t n = 0; n < N; ++n) {
@@ -153,7 +170,7 @@ TEST(QuantKernels, ReferenceMatchesFp32WithinTheInt8ActivationBound) {
       for (int64_t k = 0; k < K; ++k) {
         const double wk = wf[static_cast<size_t>(n * K + k)];
         exact += wk * x[static_cast<size_t>(k)];
-        bound += std::fabs(wk) * a[static_cast<size_t>(k / 32)].d * 0.5;
+        bound += std::fabs(wk) * step(k) * 0.5;
         mag += std::fabs(wk) * std::fabs(x[static_cast<size_t>(k)]);
       }
       bound += 1e-5 * mag;  // plus fp32 rounding of the products and sums
@@ -178,6 +195,27 @@ TEST(QuantKernels, QuantizeActivationsRoundsToNearestAndSums) {
   EXPECT_EQ(a[0].sum[1], s1);
   EXPECT_EQ(a[1].d, 0.0f);  // all-zero block
   for (int i = 0; i < 32; ++i) EXPECT_EQ(a[1].q[i], 0);
+}
+
+TEST(QuantKernels, QuantizeActivationsKUsesOneScalePer256AndSumsPer16) {
+  std::vector<float> x(512, 0.0f);
+  for (int i = 0; i < 256; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i % 37 - 18) * 0.25f;
+  x[200] = -10.0f;  // sets the first super-block's scale
+  std::vector<KActBlock> a(2);
+  quantize_activations_k(x.data(), 512, a.data());
+  EXPECT_FLOAT_EQ(a[0].d, 10.0f / 127.0f);
+  EXPECT_EQ(a[0].q[200], -127);
+  for (int i = 0; i < 256; ++i)
+    EXPECT_EQ(a[0].q[i], static_cast<int>(std::nearbyint(x[static_cast<size_t>(i)] / a[0].d))) << i;
+  for (int g = 0; g < 16; ++g) {
+    int s = 0;
+    for (int i = 16 * g; i < 16 * g + 16; ++i) s += a[0].q[i];
+    EXPECT_EQ(a[0].bsum[g], s) << g;
+  }
+  EXPECT_EQ(a[1].d, 0.0f);  // all-zero block
+  for (int i = 0; i < 256; ++i) EXPECT_EQ(a[1].q[i], 0);
+  EXPECT_TRUE(uses_k_activations(GgmlType::Q4_K) && uses_k_activations(GgmlType::Q6_K));
+  EXPECT_FALSE(uses_k_activations(GgmlType::Q4_0) || uses_k_activations(GgmlType::Q8_0));
 }
 
 namespace {
