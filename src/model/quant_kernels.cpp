@@ -91,17 +91,18 @@ float dot_q4_k(const uint8_t* w, const KActBlock* a, int64_t nsb) {
     const float d = rd_half(w), dmin = rd_half(w + 2);
     const uint8_t* q = w + 16;
     const KActBlock& x = a[sb];
-    int isum = 0, imin = 0;  // exact: |isum| <= 256 * 15 * 127 * 63, |imin| <= 256 * 127 * 63
+    float t = 0.0f, mins = 0.0f;
     for (int j = 0; j < 8; ++j) {
       const uint8_t* qc = q + 32 * (j / 2);
-      int s = 0;
-      for (int l = 0; l < 32; ++l) s += ((j % 2 == 0) ? (qc[l] & 0x0F) : (qc[l] >> 4)) * x.q[32 * j + l];
+      int s = 0;  // exact: |s| <= 32 * 15 * 32767
+      for (int l = 0; l < 32; ++l)
+        s += ((j % 2 == 0) ? (qc[l] & 0x0F) : (qc[l] >> 4)) * x.q[k_act_pos(32 * j + l)];
       int sc, m;
       k_scale_min(j, w + 4, &sc, &m);
-      isum += sc * s;
-      imin += m * (x.bsum[2 * j] + x.bsum[2 * j + 1]);
+      t += d * static_cast<float>(sc) * static_cast<float>(s);
+      mins += dmin * static_cast<float>(m) * x.ds[j];
     }
-    acc += d * x.d * static_cast<float>(isum) - dmin * x.d * static_cast<float>(imin);
+    acc += t * x.d - mins;
   }
   return acc;
 }
@@ -123,13 +124,13 @@ float dot_q6_k(const uint8_t* w, const KActBlock* a, int64_t nsb) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
     const float d = rd_half(w + 208);
     const KActBlock& x = a[sb];
-    int isum = 0;  // exact: |isum| <= 256 * 63 * 127 * 128
+    float t = 0.0f;
     for (int g = 0; g < 16; ++g) {  // group g = elements [16 g, 16 g + 16), scale sc[g]
-      int s = 0;
-      for (int l = 0; l < 16; ++l) s += q6_at(w, 16 * g + l) * x.q[16 * g + l];
-      isum += sc[g] * (s - 32 * x.bsum[g]);
+      int s = 0;  // exact: |s| <= 16 * 32 * 32767
+      for (int l = 0; l < 16; ++l) s += (q6_at(w, 16 * g + l) - 32) * x.q[k_act_pos(16 * g + l)];
+      t += d * static_cast<float>(sc[g]) * static_cast<float>(s);
     }
-    acc += d * x.d * static_cast<float>(isum);
+    acc += t * x.d;
   }
   return acc;
 }
@@ -190,23 +191,26 @@ void quantize_activations(const float* x, int64_t K, ActBlock* out) {
   }
 }
 
-void quantize_activations_k(const float* x, int64_t K, KActBlock* out) {
+void quantize_activations_k(const float* x, int64_t K, KActBlock* out, int qmax) {
   SAFEDEC_ASSERT(K % kKActBlock == 0, "activation length ", K, " is not a multiple of 256");
+  SAFEDEC_ASSERT(qmax >= 1 && qmax <= 32767, "qmax ", qmax);
+  const float lim = static_cast<float>(qmax);
   for (int64_t b = 0; b < K / kKActBlock; ++b, x += kKActBlock) {
     float amax = 0.0f;
     for (int i = 0; i < kKActBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const float d = amax / 127.0f;
+    const float d = amax / lim;
     const float inv = d > 0.0f ? 1.0f / d : 0.0f;  // an all-zero block quantises to zeros
     KActBlock& o = out[b];
     o.d = d;
-    for (int g = 0; g < 16; ++g) {
+    for (int j = 0; j < 8; ++j) {
       int s = 0;
-      for (int i = 16 * g; i < 16 * g + 16; ++i) {
-        const int q = static_cast<int>(std::nearbyint(std::min(127.0f, std::max(-127.0f, x[i] * inv))));
-        o.q[i] = static_cast<int8_t>(q);
+      for (int e = 32 * j; e < 32 * j + 32; ++e) {
+        // Round to nearest (ties to even); |x * inv| <= qmax up to rounding, clamped for safety.
+        const int q = static_cast<int>(std::nearbyint(std::min(lim, std::max(-lim, x[e] * inv))));
+        o.q[k_act_pos(e)] = static_cast<int16_t>(q);
         s += q;
       }
-      o.bsum[g] = static_cast<int16_t>(s);
+      o.ds[j] = d * static_cast<float>(s);
     }
   }
 }

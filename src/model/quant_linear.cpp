@@ -4,9 +4,13 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "core/error.h"
 
@@ -80,24 +84,115 @@ torch::Tensor QuantWeight::dequantize() const {
 
 namespace {
 
-// M rows of x (row stride K) quantised to int8 blocks of Blk's size: level 1 in rows [0, M) and,
-// with two levels, the residual x - d q of each row quantised again in rows [M, 2 M).
-template <typename Blk>
-std::vector<Blk> quantize_rows(const float* xp, int64_t M, int64_t K, bool two,
-                               void (*quantize)(const float*, int64_t, Blk*)) {
-  constexpr int64_t bs = static_cast<int64_t>(sizeof(Blk::q));
+// The decode path's own thread split. at::parallel_for's OpenMP body is an inline template whose
+// `#pragma omp parallel` only takes effect in code compiled with -fopenmp, which safedec's targets
+// are not (measured: 106% CPU at --threads 2), so it ran on one thread here. RowPool keeps
+// at::get_num_threads() - 1 workers that spin briefly after each job (decode calls come back-to-back)
+// and then sleep; the calling thread takes chunks too. One job at a time: a second concurrent
+// caller runs its rows serially instead of waiting.
+class RowPool {
+ public:
+  using Fn = void (*)(void* ctx, int64_t chunk);
+
+  static RowPool& instance() {
+    static RowPool* pool = new RowPool;  // never destroyed: workers may outlive static destruction
+    return *pool;
+  }
+
+  // fn(ctx, c) for every c in [0, n), on up to `threads` threads (the caller included).
+  void run(int64_t n, int threads, Fn fn, void* ctx) {
+    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
+    if (threads <= 1 || n <= 1 || !busy.owns_lock()) {
+      for (int64_t c = 0; c < n; ++c) fn(ctx, c);
+      return;
+    }
+    ensure_workers(std::min(threads, 8) - 1);
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      fn_ = fn;
+      ctx_ = ctx;
+      n_ = n;
+      done_.store(0, std::memory_order_relaxed);
+      gen_ = (gen_ + 1) & 0xFFFFFFFFu;
+      state_.store(gen_ << 32, std::memory_order_release);  // generation | next chunk
+      job_gen_.store(gen_, std::memory_order_release);
+    }
+    cv_.notify_all();
+    work(gen_, fn, ctx, n);
+    while (done_.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  }
+
+ private:
+  RowPool() = default;
+
+  // Claims chunks of job `gen` until none are left (or a newer job replaced it).
+  void work(uint64_t gen, Fn fn, void* ctx, int64_t n) {
+    uint64_t v = state_.load(std::memory_order_acquire);
+    for (;;) {
+      if ((v >> 32) != gen || static_cast<int64_t>(v & 0xFFFFFFFFu) >= n) return;
+      if (!state_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
+      fn(ctx, static_cast<int64_t>(v & 0xFFFFFFFFu));
+      done_.fetch_add(1, std::memory_order_acq_rel);
+      v = state_.load(std::memory_order_acquire);
+    }
+  }
+
+  void ensure_workers(int want) {
+    while (static_cast<int>(workers_.size()) < want) {
+      workers_.emplace_back([this] { loop(); });
+      workers_.back().detach();
+    }
+  }
+
+  void loop() {
+    uint64_t seen = job_gen_.load(std::memory_order_acquire);
+    for (;;) {
+      // Spin ~50 us for the next job, then sleep until notified.
+      for (int i = 0; i < 2000 && job_gen_.load(std::memory_order_acquire) == seen; ++i) __builtin_ia32_pause();
+      Fn fn;
+      void* ctx;
+      int64_t n;
+      uint64_t gen;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return job_gen_.load(std::memory_order_acquire) != seen; });
+        gen = gen_;
+        fn = fn_;
+        ctx = ctx_;
+        n = n_;
+      }
+      seen = gen;
+      work(gen, fn, ctx, n);
+    }
+  }
+
+  std::mutex run_mu_, mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  std::atomic<uint64_t> state_{0}, job_gen_{0};
+  std::atomic<int64_t> done_{0};
+  uint64_t gen_ = 0;
+  Fn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0;
+};
+
+// M rows of x (row stride K) quantised to int8 blocks of 32: level 1 in rows [0, M) and, with two
+// levels, the residual x - d q of each row quantised again in rows [M, 2 M).
+std::vector<quant::ActBlock> quantize_rows(const float* xp, int64_t M, int64_t K, bool two) {
+  constexpr int64_t bs = quant::kActBlock;
   const int64_t nb = K / bs;
-  std::vector<Blk> act(static_cast<size_t>((two ? 2 : 1) * M * nb));
+  std::vector<quant::ActBlock> act(static_cast<size_t>((two ? 2 : 1) * M * nb));
   std::vector<float> resid(two ? static_cast<size_t>(K) : 0);
   for (int64_t m = 0; m < M; ++m) {
-    Blk* a1 = act.data() + m * nb;
-    quantize(xp + m * K, K, a1);
+    quant::ActBlock* a1 = act.data() + m * nb;
+    quant::quantize_activations(xp + m * K, K, a1);
     if (!two) continue;
     for (int64_t k = 0; k < K; ++k) {
-      const Blk& blk = a1[k / bs];
+      const quant::ActBlock& blk = a1[k / bs];
       resid[static_cast<size_t>(k)] = xp[m * K + k] - blk.d * static_cast<float>(blk.q[k % bs]);
     }
-    quantize(resid.data(), K, act.data() + (M + m) * nb);
+    quant::quantize_activations(resid.data(), K, act.data() + (M + m) * nb);
   }
   return act;
 }
@@ -130,33 +225,54 @@ torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const t
   if (M == 0) {
     y = torch::zeros(shape, x.options());
   } else if (M <= kQuantGemvMaxRows) {
-    // Activation rows: x ~ d q (int8), and with two levels (the default) also the residual
-    // x - d q quantised the same way as M more rows, multiplied in the same pass over W; the two
-    // partial products are summed. Two levels leave an activation error of ~1/64000 of a block's
-    // largest value instead of ~1/254 (which outlier-heavy models such as SmolLM2 and Gemma feel
-    // as a few percent of logit error). Each block format a segment needs is built (ActBlock of 32
-    // for the legacy types, KActBlock of 256 for the K-quants).
+    // Activation rows in each block format a segment needs. 32-element types: x ~ d q (int8) and,
+    // with two levels (the default), also the residual x - d q quantised the same way as M more
+    // rows, multiplied in the same pass over W; the two partial products are summed. K-quants: one
+    // int16 level per row (KActBlock), as precise as the two int8 levels. Either way the activation
+    // error is ~1/64000 of a block's largest value instead of int8's ~1/254 (which outlier-heavy
+    // models such as SmolLM2 and Gemma feel as a few percent of logit error); with one level
+    // ($SAFEDEC_QUANT_ACT=int8) the K-quant rows are rounded to int8 precision (qmax 127).
     const bool two = quant_activation_levels() == 2;
-    const int64_t R = two ? 2 * M : M;
     const float* xp = xc.data_ptr<float>();
     bool need32 = false, need256 = false;
     for (const auto& s : w.segments()) (quant::uses_k_activations(s.type) ? need256 : need32) = true;
     std::vector<quant::ActBlock> act;
     std::vector<quant::KActBlock> kact;
-    if (need32) act = quantize_rows<quant::ActBlock>(xp, M, K, two, quant::quantize_activations);
-    if (need256) kact = quantize_rows<quant::KActBlock>(xp, M, K, two, quant::quantize_activations_k);
-    auto yr = torch::empty({R, N}, x.options());
+    if (need32) act = quantize_rows(xp, M, K, two);
+    if (need256) {
+      kact.resize(static_cast<size_t>(M * (K / quant::kKActBlock)));
+      for (int64_t m = 0; m < M; ++m)
+        quant::quantize_activations_k(xp + m * K, K, kact.data() + m * (K / quant::kKActBlock), two ? 32767 : 127);
+    }
+    // Output rows: M, plus M for the residual level when a 32-element segment has two levels (the
+    // K-quant segments leave those zero).
+    const bool sum = two && need32;
+    const int64_t R = sum ? 2 * M : M;
+    auto yr = sum && need256 ? torch::zeros({R, N}, x.options()) : torch::empty({R, N}, x.options());
     float* yp = yr.data_ptr<float>();
-    // Grain: 32 weight rows per task keeps both threads busy on the smallest matrices (k/v of 256 rows).
-    at::parallel_for(0, N, 32, [&](int64_t n0, int64_t n1) {
-      for (const auto& s : w.segments()) {
+    // Chunks of whole 32-row groups, about 8 per thread so a late-starting worker still gets a share.
+    const int threads = std::max(1, at::get_num_threads());
+    const int64_t chunk = std::max<int64_t>(32, (N / (8 * threads) + 31) / 32 * 32);
+    struct Ctx {
+      const QuantWeight* w;
+      const quant::ActBlock* act;
+      const quant::KActBlock* kact;
+      int64_t K, N, M, R, chunk;
+      float* yp;
+      quant::Isa isa;
+    } ctx{&w, act.data(), kact.data(), K, N, M, R, chunk, yp, isa};
+    RowPool::instance().run((N + chunk - 1) / chunk, threads, [](void* vp, int64_t c) {
+      const Ctx& q = *static_cast<const Ctx*>(vp);
+      const int64_t n0 = c * q.chunk, n1 = std::min(q.N, n0 + q.chunk);
+      for (const auto& s : q.w->segments()) {
         const int64_t b0 = std::max(n0, s.row0), b1 = std::min(n1, s.row0 + s.rows);
         if (b0 >= b1) continue;
-        quant::QuantGemv p{s.type, s.data.data(), s.row_bytes, K, act.data(), R, yp + s.row0, N, kact.data()};
-        quant::gemv_rows(isa, p, b0 - s.row0, b1 - s.row0);
+        const bool k = quant::uses_k_activations(s.type);
+        quant::QuantGemv p{s.type, s.data.data(), s.row_bytes, q.K, q.act, k ? q.M : q.R, q.yp + s.row0, q.N, q.kact};
+        quant::gemv_rows(q.isa, p, b0 - s.row0, b1 - s.row0);
       }
-    });
-    y = (two ? yr.narrow(0, 0, M) + yr.narrow(0, M, M) : yr).view(shape);
+    }, &ctx);
+    y = (sum ? yr.narrow(0, 0, M) + yr.narrow(0, M, M) : yr).view(shape);
   } else {
     // Prefill: fp32 tiles of W times x through ATen (single-threaded inside each task).
     auto x2 = xc.view({M, K});

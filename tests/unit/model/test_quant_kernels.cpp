@@ -93,7 +93,9 @@ Acts quantize_both(const std::vector<float>& x, int64_t M, int64_t K) {
   for (int64_t m = 0; m < M; ++m) quantize_activations(x.data() + m * K, K, out.a.data() + m * K / 32);
   if (K % 256 == 0) {
     out.k.resize(static_cast<size_t>(M * K / 256));
-    for (int64_t m = 0; m < M; ++m) quantize_activations_k(x.data() + m * K, K, out.k.data() + m * K / 256);
+    // int16 rows, and every other row at one int8 level's precision (quant_linear's int8 mode).
+    for (int64_t m = 0; m < M; ++m)
+      quantize_activations_k(x.data() + m * K, K, out.k.data() + m * K / 256, m % 2 ? 127 : 32767);
   }
   return out;
 }
@@ -197,23 +199,34 @@ TEST(QuantKernels, QuantizeActivationsRoundsToNearestAndSums) {
   for (int i = 0; i < 32; ++i) EXPECT_EQ(a[1].q[i], 0);
 }
 
-TEST(QuantKernels, QuantizeActivationsKUsesOneScalePer256AndSumsPer16) {
+TEST(QuantKernels, QuantizeActivationsKIsInt16PerSuperBlockInKernelOrder) {
   std::vector<float> x(512, 0.0f);
   for (int i = 0; i < 256; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i % 37 - 18) * 0.25f;
   x[200] = -10.0f;  // sets the first super-block's scale
   std::vector<KActBlock> a(2);
   quantize_activations_k(x.data(), 512, a.data());
-  EXPECT_FLOAT_EQ(a[0].d, 10.0f / 127.0f);
-  EXPECT_EQ(a[0].q[200], -127);
-  for (int i = 0; i < 256; ++i)
-    EXPECT_EQ(a[0].q[i], static_cast<int>(std::nearbyint(x[static_cast<size_t>(i)] / a[0].d))) << i;
-  for (int g = 0; g < 16; ++g) {
+  EXPECT_FLOAT_EQ(a[0].d, 10.0f / 32767.0f);
+  EXPECT_EQ(a[0].q[k_act_pos(200)], -32767);
+  // Element e sits at k_act_pos(e): groups of 8 within each 32 in the order 0, 2, 1, 3.
+  EXPECT_EQ(k_act_pos(0), 0);
+  EXPECT_EQ(k_act_pos(8), 16);
+  EXPECT_EQ(k_act_pos(16), 8);
+  EXPECT_EQ(k_act_pos(31), 31);
+  EXPECT_EQ(k_act_pos(32 + 9), 32 + 17);
+  for (int i = 0; i < 256; ++i) {
+    EXPECT_EQ(a[0].q[k_act_pos(i)], static_cast<int>(std::nearbyint(x[static_cast<size_t>(i)] / a[0].d))) << i;
+    EXPECT_LE(std::fabs(x[static_cast<size_t>(i)] - a[0].d * a[0].q[k_act_pos(i)]), a[0].d * 0.5f + 1e-6f) << i;
+  }
+  for (int j = 0; j < 8; ++j) {
     int s = 0;
-    for (int i = 16 * g; i < 16 * g + 16; ++i) s += a[0].q[i];
-    EXPECT_EQ(a[0].bsum[g], s) << g;
+    for (int i = 32 * j; i < 32 * j + 32; ++i) s += a[0].q[i];
+    EXPECT_FLOAT_EQ(a[0].ds[j], a[0].d * static_cast<float>(s)) << j;
   }
   EXPECT_EQ(a[1].d, 0.0f);  // all-zero block
   for (int i = 0; i < 256; ++i) EXPECT_EQ(a[1].q[i], 0);
+  quantize_activations_k(x.data(), 256, a.data(), 127);  // one int8 level's precision
+  EXPECT_FLOAT_EQ(a[0].d, 10.0f / 127.0f);
+  EXPECT_EQ(a[0].q[k_act_pos(200)], -127);
   EXPECT_TRUE(uses_k_activations(GgmlType::Q4_K) && uses_k_activations(GgmlType::Q6_K));
   EXPECT_FALSE(uses_k_activations(GgmlType::Q4_0) || uses_k_activations(GgmlType::Q8_0));
 }
