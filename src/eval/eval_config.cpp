@@ -49,6 +49,7 @@ EvalModelSpec parse_model(const YAML::Node& n, const std::string& source) {
     k.read("hdr", m.hdr);
     k.read("hdr_lambda", m.hdr_lambda);
     k.read("chat_template", m.chat_template);
+    k.read("weights", m.weights);
     k.finish();
   }
   SAFEDEC_CHECK(!m.name.empty(), yaml_where(source, n), ": a models entry needs a `name`");
@@ -59,6 +60,10 @@ EvalModelSpec parse_model(const YAML::Node& n, const std::string& source) {
   } catch (const Error& e) {
     fail(yaml_where(source, n), ": ", e.what());
   }
+  SAFEDEC_CHECK(m.weights.empty() || m.weights == "fp32" || m.weights == "quantized", yaml_where(source, n),
+                ": model '", m.name, "': `weights` is '", m.weights, "'; allowed: fp32, quantized");
+  SAFEDEC_CHECK(m.hdr.empty() || m.weights != "quantized", yaml_where(source, n), ": model '", m.name,
+                "': `hdr` edits fp32 weights and cannot be combined with `weights: quantized`");
   if (!m.hdr.empty()) m.hdr = resolve_config_path(m.hdr);
   return m;
 }
@@ -196,7 +201,8 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
 
   YAML::Node models = k.get("models");
   SAFEDEC_CHECK(models && models.IsSequence() && models.size() > 0, yaml_where(source, root),
-                ": `models` must be a non-empty list of model names (or {name, label, hdr, hdr_lambda})");
+                ": `models` must be a non-empty list of model names (or {name, label, hdr, hdr_lambda, chat_template, "
+                "weights})");
   std::set<std::string> model_labels;
   for (const auto& m : models) {
     c.models.push_back(parse_model(m, source));
@@ -361,6 +367,7 @@ YAML::Node EvalConfig::resolved() const {
     e["hdr"] = m.hdr;
     e["hdr_lambda"] = m.hdr_lambda;
     e["chat_template"] = m.chat_template;
+    if (!m.weights.empty()) e["weights"] = m.weights;  // absent = the registry's choice (older run dirs resume)
     n["models"].push_back(e);
   }
   for (const auto& m : methods) {

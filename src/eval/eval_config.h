@@ -25,6 +25,7 @@ struct EvalModelSpec {
   std::string hdr;            // optional harm-vector artifact subtracted at load (HDR)
   double hdr_lambda = 3.0;
   std::string chat_template;  // "" = the registry's choice
+  std::string weights;        // "" = the registry's choice | fp32 | quantized (GGUF blocks, inference only)
 };
 
 // One method variant = one column of results. A `grid` entry in the YAML expands into several.

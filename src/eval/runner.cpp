@@ -528,7 +528,10 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
       continue;
     }
     log << "[eval] loading model " << model_spec.label << "\n";
-    ModelBundle bundle = load_model_bundle(model_spec.name, LoadOptions{}, model_spec.chat_template);
+    LoadOptions load_options;
+    if (model_spec.weights == "fp32") load_options.weights = LoadOptions::Weights::Fp32;
+    if (model_spec.weights == "quantized") load_options.weights = LoadOptions::Weights::Quantized;
+    ModelBundle bundle = load_model_bundle(model_spec.name, load_options, model_spec.chat_template);
     if (!model_spec.hdr.empty()) {
       const int64_t n = apply_harm_vector(*bundle.model, model_spec.hdr, model_spec.hdr_lambda);
       log << "[eval] HDR: subtracted " << model_spec.hdr_lambda << " x " << model_spec.hdr << " from " << n

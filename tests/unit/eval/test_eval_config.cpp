@@ -155,6 +155,25 @@ TEST(EvalConfig, ResolvedConfigIsCompleteAndStable) {
   EXPECT_NE(a, canonical_yaml(parse(changed).resolved()));
 }
 
+// A models entry may choose the weights (the registry's choice otherwise); the choice is written to
+// the resolved config only when made, so run directories from before the key resume unchanged.
+TEST(EvalConfig, ModelWeightsAreChosenPerEntryAndChecked) {
+  const std::string tail = "methods: [plain]\ndatasets: [advbench]\n";
+  EvalConfig c = parse("models:\n  - {name: smollm2-135m-instruct, weights: quantized}\n" + tail);
+  ASSERT_EQ(c.models.size(), 1u);
+  EXPECT_EQ(c.models[0].weights, "quantized");
+  EXPECT_NE(canonical_yaml(c.resolved()).find("weights: quantized"), std::string::npos);
+  EXPECT_EQ(canonical_yaml(parse("models: [smollm2-135m-instruct]\n" + tail).resolved()).find("weights:"),
+            std::string::npos);
+  std::string m = error_of([&] { parse("models:\n  - {name: smollm2-135m-instruct, weights: int4}\n" + tail); });
+  EXPECT_NE(m.find("test.yaml:2:5"), std::string::npos) << m;
+  EXPECT_NE(m.find("'int4'; allowed: fp32, quantized"), std::string::npos) << m;
+  m = error_of([&] {
+    parse("models:\n  - {name: smollm2-135m-instruct, weights: quantized, hdr: x.safetensors}\n" + tail);
+  });
+  EXPECT_NE(m.find("cannot be combined with `weights: quantized`"), std::string::npos) << m;
+}
+
 // The shipped eval configs parse, and the main job's trained methods point at the artifacts that
 // scripts/run.sh builds (the run.sh loop over configs/train/<name>.yaml writes .cache/train/<name>/).
 TEST(EvalConfig, ShippedConfigsUseTheTrainedArtifacts) {
