@@ -33,15 +33,16 @@ inline void k_scale_min(int j, const uint8_t* s, int* sc, int* m) {
   }
 }
 
-inline int act_sum(const ActBlock& a) { return a.sum[0] + a.sum[1]; }
-
+// The legacy dots: s = exact integer sum over the block, then the fp32 scales.
 float dot_q4_0(const uint8_t* w, const ActBlock* a, int64_t nb) {
   float acc = 0.0f;
   for (int64_t b = 0; b < nb; ++b, w += 18) {
     const uint8_t* qs = w + 2;
+    const int16_t* q = a[b].q;
     int s = 0;
-    for (int j = 0; j < 16; ++j) s += (qs[j] & 0x0F) * a[b].q[j] + (qs[j] >> 4) * a[b].q[j + 16];
-    acc += rd_half(w) * a[b].d * static_cast<float>(s - 8 * act_sum(a[b]));
+    for (int j = 0; j < 16; ++j)
+      s += ((qs[j] & 0x0F) - 8) * q[k_act_pos(j)] + ((qs[j] >> 4) - 8) * q[k_act_pos(j + 16)];
+    acc += rd_half(w) * a[b].d * static_cast<float>(s);
   }
   return acc;
 }
@@ -50,9 +51,10 @@ float dot_q4_1(const uint8_t* w, const ActBlock* a, int64_t nb) {
   float acc = 0.0f;
   for (int64_t b = 0; b < nb; ++b, w += 20) {
     const uint8_t* qs = w + 4;
+    const int16_t* q = a[b].q;
     int s = 0;
-    for (int j = 0; j < 16; ++j) s += (qs[j] & 0x0F) * a[b].q[j] + (qs[j] >> 4) * a[b].q[j + 16];
-    acc += rd_half(w) * a[b].d * static_cast<float>(s) + rd_half(w + 2) * a[b].d * static_cast<float>(act_sum(a[b]));
+    for (int j = 0; j < 16; ++j) s += (qs[j] & 0x0F) * q[k_act_pos(j)] + (qs[j] >> 4) * q[k_act_pos(j + 16)];
+    acc += rd_half(w) * a[b].d * static_cast<float>(s) + rd_half(w + 2) * a[b].ds;
   }
   return acc;
 }
@@ -63,13 +65,14 @@ float dot_q5_0(const uint8_t* w, const ActBlock* a, int64_t nb) {
     uint32_t qh;
     std::memcpy(&qh, w + 2, 4);
     const uint8_t* qs = w + 6;
+    const int16_t* q = a[b].q;
     int s = 0;
     for (int j = 0; j < 16; ++j) {
       const int lo = (qs[j] & 0x0F) | static_cast<int>((qh >> j) & 1u) << 4;
       const int hi = (qs[j] >> 4) | static_cast<int>((qh >> (j + 16)) & 1u) << 4;
-      s += lo * a[b].q[j] + hi * a[b].q[j + 16];
+      s += (lo - 16) * q[k_act_pos(j)] + (hi - 16) * q[k_act_pos(j + 16)];
     }
-    acc += rd_half(w) * a[b].d * static_cast<float>(s - 16 * act_sum(a[b]));
+    acc += rd_half(w) * a[b].d * static_cast<float>(s);
   }
   return acc;
 }
@@ -79,7 +82,7 @@ float dot_q8_0(const uint8_t* w, const ActBlock* a, int64_t nb) {
   for (int64_t b = 0; b < nb; ++b, w += 34) {
     const int8_t* qs = reinterpret_cast<const int8_t*>(w + 2);
     int s = 0;
-    for (int j = 0; j < 32; ++j) s += qs[j] * a[b].q[j];
+    for (int j = 0; j < 32; ++j) s += qs[j] * a[b].q[k_act_pos(j)];
     acc += rd_half(w) * a[b].d * static_cast<float>(s);
   }
   return acc;
@@ -168,26 +171,25 @@ bool cpu_has(const char* feature) {
 
 }  // namespace
 
-void quantize_activations(const float* x, int64_t K, ActBlock* out) {
+void quantize_activations(const float* x, int64_t K, ActBlock* out, int qmax) {
   SAFEDEC_ASSERT(K % kActBlock == 0, "activation length ", K, " is not a multiple of 32");
+  SAFEDEC_ASSERT(qmax >= 1 && qmax <= 32767, "qmax ", qmax);
+  const float lim = static_cast<float>(qmax);
   for (int64_t b = 0; b < K / kActBlock; ++b, x += kActBlock) {
     float amax = 0.0f;
     for (int i = 0; i < kActBlock; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const float d = amax / 127.0f;
+    const float d = amax / lim;
     const float inv = d > 0.0f ? 1.0f / d : 0.0f;  // an all-zero block quantises to zeros
     ActBlock& o = out[b];
     o.d = d;
-    int s0 = 0, s1 = 0;
+    int s = 0;
     for (int i = 0; i < kActBlock; ++i) {
-      // Round to nearest (ties to even); |x * inv| <= 127 up to rounding, clamped for safety.
-      const int q = static_cast<int>(std::nearbyint(std::min(127.0f, std::max(-127.0f, x[i] * inv))));
-      o.q[i] = static_cast<int8_t>(q);
-      (i < 16 ? s0 : s1) += q;
+      // Round to nearest (ties to even); |x * inv| <= qmax up to rounding, clamped for safety.
+      const int q = static_cast<int>(std::nearbyint(std::min(lim, std::max(-lim, x[i] * inv))));
+      o.q[k_act_pos(i)] = static_cast<int16_t>(q);
+      s += q;
     }
-    o.sum[0] = static_cast<int16_t>(s0);
-    o.sum[1] = static_cast<int16_t>(s1);
-    o.ds[0] = d * static_cast<float>(s0);
-    o.ds[1] = d * static_cast<float>(s1);
+    o.ds = d * static_cast<float>(s);
   }
 }
 

@@ -177,33 +177,14 @@ class RowPool {
   int64_t n_ = 0;
 };
 
-// M rows of x (row stride K) quantised to int8 blocks of 32: level 1 in rows [0, M) and, with two
-// levels, the residual x - d q of each row quantised again in rows [M, 2 M).
-std::vector<quant::ActBlock> quantize_rows(const float* xp, int64_t M, int64_t K, bool two) {
-  constexpr int64_t bs = quant::kActBlock;
-  const int64_t nb = K / bs;
-  std::vector<quant::ActBlock> act(static_cast<size_t>((two ? 2 : 1) * M * nb));
-  std::vector<float> resid(two ? static_cast<size_t>(K) : 0);
-  for (int64_t m = 0; m < M; ++m) {
-    quant::ActBlock* a1 = act.data() + m * nb;
-    quant::quantize_activations(xp + m * K, K, a1);
-    if (!two) continue;
-    for (int64_t k = 0; k < K; ++k) {
-      const quant::ActBlock& blk = a1[k / bs];
-      resid[static_cast<size_t>(k)] = xp[m * K + k] - blk.d * static_cast<float>(blk.q[k % bs]);
-    }
-    quant::quantize_activations(resid.data(), K, act.data() + (M + m) * nb);
-  }
-  return act;
-}
-
 }  // namespace
 
 int quant_activation_levels() {
   static const int levels = [] {
     const char* env = std::getenv("SAFEDEC_QUANT_ACT");
-    if (!env || !*env || std::string(env) == "int8x2") return 2;
-    SAFEDEC_CHECK(std::string(env) == "int8", "SAFEDEC_QUANT_ACT='", env, "' is not int8x2 (default) or int8.");
+    // int16 (default; "int8x2", the name of the two-int8-level scheme it replaced, is accepted too).
+    if (!env || !*env || std::string(env) == "int16" || std::string(env) == "int8x2") return 2;
+    SAFEDEC_CHECK(std::string(env) == "int8", "SAFEDEC_QUANT_ACT='", env, "' is not int16 (default) or int8.");
     return 1;
   }();
   return levels;
@@ -225,31 +206,29 @@ torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const t
   if (M == 0) {
     y = torch::zeros(shape, x.options());
   } else if (M <= kQuantGemvMaxRows) {
-    // Activation rows in each block format a segment needs. 32-element types: x ~ d q (int8) and,
-    // with two levels (the default), also the residual x - d q quantised the same way as M more
-    // rows, multiplied in the same pass over W; the two partial products are summed. K-quants: one
-    // int16 level per row (KActBlock), as precise as the two int8 levels. Either way the activation
-    // error is ~1/64000 of a block's largest value instead of int8's ~1/254 (which outlier-heavy
-    // models such as SmolLM2 and Gemma feel as a few percent of logit error); with one level
-    // ($SAFEDEC_QUANT_ACT=int8) the K-quant rows are rounded to int8 precision (qmax 127).
-    const bool two = quant_activation_levels() == 2;
+    // Activation rows in each block format a segment needs (ActBlock of 32 for the legacy types,
+    // KActBlock of 256 for the K-quants), int16 by default: an error of ~1/65000 of a block's
+    // largest value, as precise as two int8 levels, where one int8 level's ~1/254 (llama.cpp's
+    // scheme, $SAFEDEC_QUANT_ACT=int8: qmax 127) costs outlier-heavy models such as SmolLM2 and
+    // Gemma a few percent of logit error.
+    const int qmax = quant_activation_levels() == 2 ? 32767 : 127;
     const float* xp = xc.data_ptr<float>();
     bool need32 = false, need256 = false;
     for (const auto& s : w.segments()) (quant::uses_k_activations(s.type) ? need256 : need32) = true;
     std::vector<quant::ActBlock> act;
     std::vector<quant::KActBlock> kact;
-    if (need32) act = quantize_rows(xp, M, K, two);
+    if (need32) {
+      act.resize(static_cast<size_t>(M * (K / quant::kActBlock)));
+      for (int64_t m = 0; m < M; ++m)
+        quant::quantize_activations(xp + m * K, K, act.data() + m * (K / quant::kActBlock), qmax);
+    }
     if (need256) {
       kact.resize(static_cast<size_t>(M * (K / quant::kKActBlock)));
       for (int64_t m = 0; m < M; ++m)
-        quant::quantize_activations_k(xp + m * K, K, kact.data() + m * (K / quant::kKActBlock), two ? 32767 : 127);
+        quant::quantize_activations_k(xp + m * K, K, kact.data() + m * (K / quant::kKActBlock), qmax);
     }
-    // Output rows: M, plus M for the residual level when a 32-element segment has two levels (the
-    // K-quant segments leave those zero).
-    const bool sum = two && need32;
-    const int64_t R = sum ? 2 * M : M;
-    auto yr = sum && need256 ? torch::zeros({R, N}, x.options()) : torch::empty({R, N}, x.options());
-    float* yp = yr.data_ptr<float>();
+    auto y2 = torch::empty({M, N}, x.options());
+    float* yp = y2.data_ptr<float>();
     // Chunks of whole 32-row groups, about 8 per thread so a late-starting worker still gets a share.
     const int threads = std::max(1, at::get_num_threads());
     const int64_t chunk = std::max<int64_t>(32, (N / (8 * threads) + 31) / 32 * 32);
@@ -257,22 +236,21 @@ torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const t
       const QuantWeight* w;
       const quant::ActBlock* act;
       const quant::KActBlock* kact;
-      int64_t K, N, M, R, chunk;
+      int64_t K, N, M, chunk;
       float* yp;
       quant::Isa isa;
-    } ctx{&w, act.data(), kact.data(), K, N, M, R, chunk, yp, isa};
+    } ctx{&w, act.data(), kact.data(), K, N, M, chunk, yp, isa};
     RowPool::instance().run((N + chunk - 1) / chunk, threads, [](void* vp, int64_t c) {
       const Ctx& q = *static_cast<const Ctx*>(vp);
       const int64_t n0 = c * q.chunk, n1 = std::min(q.N, n0 + q.chunk);
       for (const auto& s : q.w->segments()) {
         const int64_t b0 = std::max(n0, s.row0), b1 = std::min(n1, s.row0 + s.rows);
         if (b0 >= b1) continue;
-        const bool k = quant::uses_k_activations(s.type);
-        quant::QuantGemv p{s.type, s.data.data(), s.row_bytes, q.K, q.act, k ? q.M : q.R, q.yp + s.row0, q.N, q.kact};
+        quant::QuantGemv p{s.type, s.data.data(), s.row_bytes, q.K, q.act, q.M, q.yp + s.row0, q.N, q.kact};
         quant::gemv_rows(q.isa, p, b0 - s.row0, b1 - s.row0);
       }
     }, &ctx);
-    y = (sum ? yr.narrow(0, 0, M) + yr.narrow(0, M, M) : yr).view(shape);
+    y = y2.view(shape);
   } else {
     // Prefill: fp32 tiles of W times x through ATen (single-threaded inside each task).
     auto x2 = xc.view({M, K});

@@ -2,11 +2,11 @@
 // segments, each of one ggml type: a fused q|k|v or gate|up matrix may mix types), and
 // quant_linear(), y = x W^T + b computed from it on the CPU:
 //  * up to kQuantGemvMaxRows rows of x (decoding): the integer kernels of quant_kernels.h, with
-//    the activations quantised by default to two int8 levels per 32-element block for the legacy
-//    types (x ~ d1 q1 + d2 q2, q2 the int8 residual, both multiplied in one pass over W) and to
-//    int16 per 256-element block for the K-quants, so y differs from the fp32 path by about
-//    1/64000 of each block's largest activation ($SAFEDEC_QUANT_ACT=int8: one int8 level, ~1/254,
-//    as llama.cpp does), split over the intra-op threads by weight rows;
+//    the activations quantised to int16 (blocks of 32 for the legacy types, 256 for the K-quants),
+//    so y differs from the fp32 path by about 1/65000 of each block's largest activation
+//    ($SAFEDEC_QUANT_ACT=int8: int8 precision, ~1/254, as llama.cpp does), split over
+//    at::get_num_threads() threads by weight rows (quant_linear's own pool: at::parallel_for does
+//    not run in parallel in code built without -fopenmp);
 //  * more rows (prefill): tiles of W dequantised to fp32 (exactly the fp32 path's weights) and
 //    multiplied by ATen's GEMM.
 #pragma once
@@ -54,7 +54,8 @@ class QuantWeight {
   std::vector<Segment> segments_;
 };
 
-// Activation levels of the decode path: 2 (default, "int8x2") or 1 ($SAFEDEC_QUANT_ACT=int8).
+// Activation precision of the decode path: 2 (default: int16, as precise as two int8 levels;
+// $SAFEDEC_QUANT_ACT=int16 or int8x2) or 1 ($SAFEDEC_QUANT_ACT=int8: one int8 level's precision).
 int quant_activation_levels();
 
 // Whether every GGUF tensor given can be kept quantised (its type has a kernel, its rows hold whole

@@ -90,7 +90,8 @@ struct Acts {
 Acts quantize_both(const std::vector<float>& x, int64_t M, int64_t K) {
   Acts out;
   out.a.resize(static_cast<size_t>(M * K / 32));
-  for (int64_t m = 0; m < M; ++m) quantize_activations(x.data() + m * K, K, out.a.data() + m * K / 32);
+  for (int64_t m = 0; m < M; ++m)
+    quantize_activations(x.data() + m * K, K, out.a.data() + m * K / 32, m % 2 ? 127 : 32767);
   if (K % 256 == 0) {
     out.k.resize(static_cast<size_t>(M * K / 256));
     // int16 rows, and every other row at one int8 level's precision (quant_linear's int8 mode).
@@ -182,21 +183,25 @@ TEST(QuantKernels, ReferenceMatchesFp32WithinTheInt8ActivationBound) {
   }
 }
 
-TEST(QuantKernels, QuantizeActivationsRoundsToNearestAndSums) {
+TEST(QuantKernels, QuantizeActivationsRoundsToNearestInKernelOrder) {
   std::vector<float> x(64, 0.0f);
   for (int i = 0; i < 32; ++i) x[static_cast<size_t>(i)] = static_cast<float>(i - 16) * 0.5f;
   std::vector<ActBlock> a(2);
   quantize_activations(x.data(), 64, a.data());
-  EXPECT_FLOAT_EQ(a[0].d, 8.0f / 127.0f);
-  EXPECT_EQ(a[0].q[0], -127);  // -8 -> -127
-  EXPECT_EQ(a[0].q[16], 0);
-  int s0 = 0, s1 = 0;
-  for (int i = 0; i < 16; ++i) s0 += a[0].q[i];
-  for (int i = 16; i < 32; ++i) s1 += a[0].q[i];
-  EXPECT_EQ(a[0].sum[0], s0);
-  EXPECT_EQ(a[0].sum[1], s1);
+  EXPECT_FLOAT_EQ(a[0].d, 8.0f / 32767.0f);
+  EXPECT_EQ(a[0].q[k_act_pos(0)], -32767);  // -8 -> -32767
+  EXPECT_EQ(a[0].q[k_act_pos(16)], 0);
+  int s = 0;
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_EQ(a[0].q[k_act_pos(i)], static_cast<int>(std::nearbyint(x[static_cast<size_t>(i)] / a[0].d))) << i;
+    s += a[0].q[i];
+  }
+  EXPECT_FLOAT_EQ(a[0].ds, a[0].d * static_cast<float>(s));
   EXPECT_EQ(a[1].d, 0.0f);  // all-zero block
   for (int i = 0; i < 32; ++i) EXPECT_EQ(a[1].q[i], 0);
+  quantize_activations(x.data(), 32, a.data(), 127);  // one int8 level's precision
+  EXPECT_FLOAT_EQ(a[0].d, 8.0f / 127.0f);
+  EXPECT_EQ(a[0].q[k_act_pos(0)], -127);
 }
 
 TEST(QuantKernels, QuantizeActivationsKIsInt16PerSuperBlockInKernelOrder) {
@@ -266,7 +271,7 @@ TEST(QuantLinear, DecodeAndPrefillMatchDequantisedFp32OnAFusedMixedMatrix) {
     const auto want = at::linear(x, wf, bias);
     const auto got = quant_linear(x, w, bias);
     ASSERT_EQ(got.sizes(), want.sizes());
-    // Decode rows (<= 16) carry the activation rounding (two int8 levels: ~1e-5 relative; one
+    // Decode rows (<= 16) carry the activation rounding (int16: ~1e-5 relative; one int8
     // level: ~0.3% of the output scale); prefill
     // rows use the fp32 weights exactly (only the GEMM's summation order differs).
     const double rel = ((got - want).norm() / want.norm()).item<double>();
