@@ -1,12 +1,14 @@
-// Batched CPU kernels: the rows of a batch are independent, so they are split over ATen's intra-op thread
-// pool; each worker thread owns one RowScratch, reused across calls. A per-row status array (the caller's,
+// Batched CPU kernels: the rows of a batch are independent, so they are split over core/row_pool.h's
+// threads; each worker thread owns one RowScratch, reused across calls. A per-row status array (the caller's,
 // or a local one) lets the lowest failing row be reported whatever the thread schedule.
 #include "kernels/cpu_kernels.h"
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
+#include "core/row_pool.h"
 #include "kernels/row_kernels.h"
 
 namespace safedec {
@@ -21,11 +23,11 @@ KernelResult run_rows(int64_t rows, int32_t* row_status, RowFn&& row_fn) {
     row_status = local.data();
   }
   // grain 1: one row is already tens of microseconds of work at real vocabulary sizes.
-  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+  parallel_chunks(rows, std::max(1, at::get_num_threads()), [&](int64_t r) {
     // One scratch per thread, kept between calls: a decoding step allocates nothing once it has grown
     // (fresh buffers of V floats would cost page faults on every step).
     thread_local RowScratch scratch;
-    for (int64_t r = begin; r < end; ++r) row_status[r] = static_cast<int32_t>(row_fn(r, scratch));
+    row_status[r] = static_cast<int32_t>(row_fn(r, scratch));
   });
   return first_failure(row_status, rows);
 }

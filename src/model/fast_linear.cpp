@@ -27,6 +27,7 @@
 #include "model/fast_linear.h"
 
 #include "core/error.h"
+#include "core/row_pool.h"
 #include "model/fast_linear_isa.h"
 #include "model/quant_linear.h"
 
@@ -322,8 +323,12 @@ std::atomic<int>& isa_cap() {
 
 void skinny_gemm(FastLinearIsa isa, const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N,
                  int64_t K) {
-  // Grain: ~64 weight rows per task keeps both threads streaming without tiny tasks.
-  at::parallel_for(0, N, 64, [&](int64_t n0, int64_t n1) {
+  // Chunks of >= 64 weight rows, about 8 per thread so a late-starting worker still gets a share
+  // (RowPool, core/row_pool.h: at::parallel_for would run serially in this translation unit).
+  const int threads = std::max(1, at::get_num_threads());
+  const int64_t chunk = std::max<int64_t>(64, (N / (8 * threads) + 15) / 16 * 16);
+  parallel_chunks((N + chunk - 1) / chunk, threads, [&](int64_t c) {
+    const int64_t n0 = c * chunk, n1 = std::min(N, n0 + chunk);
     if (isa == FastLinearIsa::kAvx512) {
       if (M <= 4)
         skinny_avx512vl(X, W, B, Y, M, N, K, n0, n1);

@@ -4,15 +4,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <sstream>
-#include <thread>
 
 #include "core/error.h"
+#include "core/row_pool.h"
 
 namespace safedec {
 
@@ -82,102 +79,6 @@ torch::Tensor QuantWeight::dequantize() const {
   return w;
 }
 
-namespace {
-
-// The decode path's own thread split. at::parallel_for's OpenMP body is an inline template whose
-// `#pragma omp parallel` only takes effect in code compiled with -fopenmp, which safedec's targets
-// are not (measured: 106% CPU at --threads 2), so it ran on one thread here. RowPool keeps
-// at::get_num_threads() - 1 workers that spin briefly after each job (decode calls come back-to-back)
-// and then sleep; the calling thread takes chunks too. One job at a time: a second concurrent
-// caller runs its rows serially instead of waiting.
-class RowPool {
- public:
-  using Fn = void (*)(void* ctx, int64_t chunk);
-
-  static RowPool& instance() {
-    static RowPool* pool = new RowPool;  // never destroyed: workers may outlive static destruction
-    return *pool;
-  }
-
-  // fn(ctx, c) for every c in [0, n), on up to `threads` threads (the caller included).
-  void run(int64_t n, int threads, Fn fn, void* ctx) {
-    std::unique_lock<std::mutex> busy(run_mu_, std::try_to_lock);
-    if (threads <= 1 || n <= 1 || !busy.owns_lock()) {
-      for (int64_t c = 0; c < n; ++c) fn(ctx, c);
-      return;
-    }
-    ensure_workers(std::min(threads, 8) - 1);
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      fn_ = fn;
-      ctx_ = ctx;
-      n_ = n;
-      done_.store(0, std::memory_order_relaxed);
-      gen_ = (gen_ + 1) & 0xFFFFFFFFu;
-      state_.store(gen_ << 32, std::memory_order_release);  // generation | next chunk
-      job_gen_.store(gen_, std::memory_order_release);
-    }
-    cv_.notify_all();
-    work(gen_, fn, ctx, n);
-    while (done_.load(std::memory_order_acquire) < n) std::this_thread::yield();
-  }
-
- private:
-  RowPool() = default;
-
-  // Claims chunks of job `gen` until none are left (or a newer job replaced it).
-  void work(uint64_t gen, Fn fn, void* ctx, int64_t n) {
-    uint64_t v = state_.load(std::memory_order_acquire);
-    for (;;) {
-      if ((v >> 32) != gen || static_cast<int64_t>(v & 0xFFFFFFFFu) >= n) return;
-      if (!state_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel)) continue;
-      fn(ctx, static_cast<int64_t>(v & 0xFFFFFFFFu));
-      done_.fetch_add(1, std::memory_order_acq_rel);
-      v = state_.load(std::memory_order_acquire);
-    }
-  }
-
-  void ensure_workers(int want) {
-    while (static_cast<int>(workers_.size()) < want) {
-      workers_.emplace_back([this] { loop(); });
-      workers_.back().detach();
-    }
-  }
-
-  void loop() {
-    uint64_t seen = job_gen_.load(std::memory_order_acquire);
-    for (;;) {
-      // Spin ~50 us for the next job, then sleep until notified.
-      for (int i = 0; i < 2000 && job_gen_.load(std::memory_order_acquire) == seen; ++i) __builtin_ia32_pause();
-      Fn fn;
-      void* ctx;
-      int64_t n;
-      uint64_t gen;
-      {
-        std::unique_lock<std::mutex> lk(mu_);
-        cv_.wait(lk, [&] { return job_gen_.load(std::memory_order_acquire) != seen; });
-        gen = gen_;
-        fn = fn_;
-        ctx = ctx_;
-        n = n_;
-      }
-      seen = gen;
-      work(gen, fn, ctx, n);
-    }
-  }
-
-  std::mutex run_mu_, mu_;
-  std::condition_variable cv_;
-  std::vector<std::thread> workers_;
-  std::atomic<uint64_t> state_{0}, job_gen_{0};
-  std::atomic<int64_t> done_{0};
-  uint64_t gen_ = 0;
-  Fn fn_ = nullptr;
-  void* ctx_ = nullptr;
-  int64_t n_ = 0;
-};
-
-}  // namespace
 
 int quant_activation_levels() {
   static const int levels = [] {
@@ -252,18 +153,22 @@ torch::Tensor quant_linear(const torch::Tensor& x, const QuantWeight& w, const t
     }, &ctx);
     y = y2.view(shape);
   } else {
-    // Prefill: fp32 tiles of W times x through ATen (single-threaded inside each task).
+    // Prefill: blocks of W dequantised to fp32 (tiles of 64 rows spread over the pool) and multiplied
+    // through ATen, whose mm has its own threads.
     auto x2 = xc.view({M, K});
     y = torch::empty({M, N}, x.options());
-    constexpr int64_t kTile = 64;
-    at::parallel_for(0, (N + kTile - 1) / kTile, 1, [&](int64_t t0, int64_t t1) {
-      auto buf = torch::empty({kTile, K}, torch::kFloat32);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t r0 = t * kTile, n = std::min(kTile, N - r0);
-        w.dequantize_rows(r0, n, buf.data_ptr<float>());
-        y.narrow(1, r0, n).copy_(torch::mm(x2, buf.narrow(0, 0, n).t()));
-      }
-    });
+    constexpr int64_t kTile = 64, kBlock = 512;
+    const int threads = std::max(1, at::get_num_threads());
+    auto buf = torch::empty({std::min(kBlock, N), K}, torch::kFloat32);
+    float* bp = buf.data_ptr<float>();
+    for (int64_t r0 = 0; r0 < N; r0 += kBlock) {
+      const int64_t n = std::min(kBlock, N - r0);
+      parallel_chunks((n + kTile - 1) / kTile, threads, [&](int64_t t) {
+        const int64_t t0 = t * kTile;
+        w.dequantize_rows(r0 + t0, std::min(kTile, n - t0), bp + t0 * K);
+      });
+      y.narrow(1, r0, n).copy_(torch::mm(x2, buf.narrow(0, 0, n).t()));
+    }
     y = y.view(shape);
   }
   if (b.defined()) y.add_(b);

@@ -335,6 +335,9 @@ class NgsdExpert : public Pipeline {
                     " but the target has ", tcfg.vocab_size, "; NGSD needs a shared vocabulary");
       model = expert_bundle->model;
       opt.train_full = true;
+      // A separate expert never runs the target: its fp32 weights (6 GB for the 1.5B) would only
+      // add to the training's peak memory. Its entry (name, file) stays for the manifest.
+      ctx.target->model.reset();
     }
     if (wrap_probability_ > 0) {
       // The same wrappers on refusals and anchors: the expert learns to read through a wrapper, not to
