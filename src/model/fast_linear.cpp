@@ -21,8 +21,9 @@
 //   at once at the tile start stalled on the miss buffers, and the stream then did not overlap the
 //   FMAs (batch-8 SmolLM2 step 61 ms -> see experiments/runtime_speed.md).
 // - AVX2 (16 registers): the chains are computed one after the other on a tile of 2 weight rows x
-//   4 x rows (the tile stays in L1 between chains; chain order does not change a chain's value),
-//   with software prefetch of the next tile (L1) and of a tile further ahead (L2).
+//   4 x rows (the tile stays in L1 between chains; chain order does not change a chain's value);
+//   the four chains' k loops over the first block of x rows prefetch the weight rows ~16 KiB ahead
+//   (L2 hint), a quarter of each row per chain.
 // fp32 accumulation throughout.
 #include "model/fast_linear.h"
 
@@ -102,12 +103,24 @@ SAFEDEC_AVX2 void one_pass(const float* X, const float* W, const float* B, float
 
 // --- chain by chain on an NB x MB tile ---
 // a[n][m] += w_n[k, k + 8) * x_m[k, k + 8) for k = k0, k0 + step, ... < kend.
+// Prefetch of the weight stream, spread over the tile's compute rather than issued in one burst: with
+// pf > 0, pass p (of P) prefetches in each 32-wide step at k (L2 hint) row n's float pf + (p K + k) / P,
+// so it covers the p-th of P segments of the rows pf floats ahead.
+struct Prefetch {
+  int64_t pf = 0;  // 0: none
+  int64_t p = 0, P = 1;
+};
+
 template <int NB, int MB>
 SAFEDEC_AVX2 void chain(const float* const* w, const float* const* x, int64_t k0, int64_t kend, int64_t step,
-                        __m256 (&a)[NB][MB]) {
+                        __m256 (&a)[NB][MB], Prefetch f = {}) {
+  const int64_t base = f.pf + f.p * kend / f.P;  // kend = K32 for the 32-wide passes: segment p of P
   for (int64_t k = k0; k < kend; k += step) {
     __m256 wv[NB];
     for (int n = 0; n < NB; ++n) wv[n] = _mm256_loadu_ps(w[n] + k);
+    if (f.pf)
+      for (int n = 0; n < NB; ++n)
+        _mm_prefetch(reinterpret_cast<const char*>(w[n] + base + k / f.P), _MM_HINT_T1);
     for (int m = 0; m < MB; ++m) {
       const __m256 xv = _mm256_loadu_ps(x[m] + k);
       for (int n = 0; n < NB; ++n) a[n][m] = _mm256_fmadd_ps(wv[n], xv, a[n][m]);
@@ -117,7 +130,7 @@ SAFEDEC_AVX2 void chain(const float* const* w, const float* const* x, int64_t k0
 
 template <int NB, int MB>
 SAFEDEC_AVX2 void tile(const float* X, const float* W, const float* B, float* Y, int64_t N, int64_t K, int64_t n,
-                       int64_t m) {
+                       int64_t m, Prefetch f) {
   const float* w[NB];
   const float* x[MB];
   for (int i = 0; i < NB; ++i) w[i] = W + (n + i) * K;
@@ -126,11 +139,12 @@ SAFEDEC_AVX2 void tile(const float* X, const float* W, const float* B, float* Y,
   __m256 c0[NB][MB], c1[NB][MB], c2[NB][MB], c3[NB][MB];
   for (int i = 0; i < NB; ++i)
     for (int r = 0; r < MB; ++r) c0[i][r] = c1[i][r] = c2[i][r] = c3[i][r] = _mm256_setzero_ps();
-  chain<NB, MB>(w, x, 0, K32, 32, c0);
+  const auto pass = [&](int j) { return Prefetch{f.pf, f.p + j, f.P}; };
+  chain<NB, MB>(w, x, 0, K32, 32, c0, pass(0));
   chain<NB, MB>(w, x, K32, K8, 8, c0);  // the 8-wide tail continues chain 0
-  chain<NB, MB>(w, x, 8, K32, 32, c1);
-  chain<NB, MB>(w, x, 16, K32, 32, c2);
-  chain<NB, MB>(w, x, 24, K32, 32, c3);
+  chain<NB, MB>(w, x, 8, K32, 32, c1, pass(1));
+  chain<NB, MB>(w, x, 16, K32, 32, c2, pass(2));
+  chain<NB, MB>(w, x, 24, K32, 32, c3, pass(3));
   for (int i = 0; i < NB; ++i) {
     const float bias = B ? B[n + i] : 0.0f;
     for (int r = 0; r < MB; ++r)
@@ -141,38 +155,34 @@ SAFEDEC_AVX2 void tile(const float* X, const float* W, const float* B, float* Y,
 // Weight rows [n, n + NB) against every x row, in blocks of 4 x rows.
 template <int NB>
 SAFEDEC_AVX2 void tile_rows(const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N,
-                            int64_t K, int64_t n) {
+                            int64_t K, int64_t n, int64_t pf) {
+  // The first block's four passes prefetch (a quarter of the rows each); spreading the prefetches
+  // over every block's passes measured slower (batch 8: 135 -> 97 tok/s, batch 16: 163 -> 106).
+  Prefetch f{pf, 0, 4};
   int64_t m = 0;
-  for (; m + 4 <= M; m += 4) tile<NB, 4>(X, W, B, Y, N, K, n, m);
+  for (; m + 4 <= M; m += 4, f.pf = 0) tile<NB, 4>(X, W, B, Y, N, K, n, m, f);
   switch (M - m) {
-    case 3: tile<NB, 3>(X, W, B, Y, N, K, n, m); break;
-    case 2: tile<NB, 2>(X, W, B, Y, N, K, n, m); break;
-    case 1: tile<NB, 1>(X, W, B, Y, N, K, n, m); break;
+    case 3: tile<NB, 3>(X, W, B, Y, N, K, n, m, f); break;
+    case 2: tile<NB, 2>(X, W, B, Y, N, K, n, m, f); break;
+    case 1: tile<NB, 1>(X, W, B, Y, N, K, n, m, f); break;
     default: break;
   }
-}
-
-SAFEDEC_AVX2 void prefetch_rows(const float* W, int64_t K, int64_t from, int64_t to, int hint_l1) {
-  const char* p = reinterpret_cast<const char*>(W + from * K);
-  const char* end = reinterpret_cast<const char*>(W + to * K);
-  if (hint_l1)
-    for (; p < end; p += 64) _mm_prefetch(p, _MM_HINT_T0);
-  else
-    for (; p < end; p += 64) _mm_prefetch(p, _MM_HINT_T1);
 }
 
 template <int NB>
 SAFEDEC_AVX2 void chained(const float* X, const float* W, const float* B, float* Y, int64_t M, int64_t N, int64_t K,
                           int64_t n0, int64_t n1) {
-  // L2 prefetch ~192 KiB ahead of the tile being computed, L1 prefetch of the next tile.
-  const int64_t far = NB * std::max<int64_t>(1, (192 * 1024) / (NB * K * 4));
+  // The weight stream is prefetched ~16 KiB ahead from inside the chains' k loops (as in
+  // tiled_avx512): prefetching whole tiles up front stalled on the miss buffers (perf, batch-8
+  // SmolLM2 on Zen 2: 10% of the kernel's samples on the prefetch loops, 44% on the first FMA after a
+  // weight load).
+  const int64_t far = NB * std::max<int64_t>(1, (16 * 1024) / (NB * K * 4));
   int64_t n = n0;
   for (; n + NB <= n1; n += NB) {
-    prefetch_rows(W, K, std::min(n + NB, n1), std::min(n + 2 * NB, n1), 1);
-    prefetch_rows(W, K, std::min(n + far, n1), std::min(n + far + NB, n1), 0);
-    tile_rows<NB>(X, W, B, Y, M, N, K, n);
+    const int64_t pf = (n + far + NB <= n1) ? far * K : 0;
+    tile_rows<NB>(X, W, B, Y, M, N, K, n, pf);
   }
-  for (; n < n1; ++n) tile_rows<1>(X, W, B, Y, M, N, K, n);
+  for (; n < n1; ++n) tile_rows<1>(X, W, B, Y, M, N, K, n, 0);
 }
 
 __attribute__((target("avx2,fma"))) void skinny_avx2(const float* X, const float* W, const float* B, float* Y,
