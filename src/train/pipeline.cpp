@@ -314,7 +314,7 @@ class NgsdExpert : public Pipeline {
     LmTaskOptions opt;
     opt.activation_checkpointing = ctx.common.activation_checkpointing;
     opt.freeze_embeddings = freeze_embeddings_;
-    const auto& tcfg = ctx.target->model->config();
+    const auto tcfg = ctx.target->model->config();  // a copy: a separate expert releases the target
     if (kind_ == "lora") {
       model = ctx.target->model;
       lora = make_lora(ctx.common.lora, tcfg, ctx.common.seed);
@@ -326,6 +326,10 @@ class NgsdExpert : public Pipeline {
       opt.train_full = true;
     } else {
       SAFEDEC_CHECK(!expert_model_.empty(), "ngsd_expert: expert.kind model needs expert.model");
+      // A separate expert never runs the target: its fp32 weights (6 GB for the 1.5B) are released
+      // before the expert is loaded, so they add nothing to the run's peak memory. Its entry (name,
+      // file) stays for the manifest.
+      ctx.target->model.reset();
       LoadOptions fp32;
       fp32.weights = LoadOptions::Weights::Fp32;
       expert_bundle = std::make_shared<ModelBundle>(load_model_bundle(expert_model_, fp32));
@@ -335,9 +339,6 @@ class NgsdExpert : public Pipeline {
                     " but the target has ", tcfg.vocab_size, "; NGSD needs a shared vocabulary");
       model = expert_bundle->model;
       opt.train_full = true;
-      // A separate expert never runs the target: its fp32 weights (6 GB for the 1.5B) would only
-      // add to the training's peak memory. Its entry (name, file) stays for the manifest.
-      ctx.target->model.reset();
     }
     if (wrap_probability_ > 0) {
       // The same wrappers on refusals and anchors: the expert learns to read through a wrapper, not to

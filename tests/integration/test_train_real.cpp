@@ -160,6 +160,45 @@ TEST(TrainReal, KilledAndResumedRunEqualsAnUninterruptedOne) {
                                                             << (t - b.at(name)).abs().max().item<float>();
 }
 
+// NGSD's expert for the Qwen2.5-Coder-1.5B target: a full fine-tune of the separate 0.5B model of
+// the same vocabulary. The 0.5B's layers move, its frozen embedding does not, and the artifact names
+// the 0.5B as its base (the target only supplies the vocabulary check; its weights are released
+// before the expert is loaded).
+TEST(TrainReal, SeparateQwenExpertIsFullyFineTunedBesideTheTarget) {
+  const std::string cfg = write_file(
+      "ngsd_expert_qwen.yaml",
+      "pipeline: ngsd_expert\nmodel: qwen2.5-coder-1.5b-instruct\ndata: {triplets: " + triplets_file() +
+          ", limit_safety: 2, limit_anchor: 1}\nexpert: {kind: model, model: qwen2.5-coder-0.5b-instruct, "
+          "freeze_embeddings: true}\ntrain: {max_steps: 2, batch_size: 3, lr: 5.0e-5, max_seq_len: 64}\n");
+  const std::string out = base_dir() + "/ngsd_expert_qwen_run";
+  fs::remove_all(out);
+  RunResult r = run("train --config " + cfg + " --out " + out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json m = read_json(out + "/metrics.json");
+  EXPECT_EQ(m["counts"]["safety_rows"], 2);
+  EXPECT_EQ(m["counts"]["anchor_rows"], 1);
+  EXPECT_EQ(m["train"]["steps"], 2);
+  EXPECT_LT(m["nll_after"].get<double>(), m["nll_before"].get<double>()) << m.dump();
+  const json man = read_json(out + "/artifact/manifest.json");
+  EXPECT_EQ(man["kind"], "expert_weights");
+  EXPECT_NE(man.dump().find("qwen2.5-coder-0.5b-instruct"), std::string::npos) << man.dump();
+
+  LoadOptions fp32;
+  fp32.weights = LoadOptions::Weights::Fp32;
+  ModelBundle base = load_model_bundle("qwen2.5-coder-0.5b-instruct", fp32);
+  const auto trained = read_tensors_f32(out + "/artifact/weights.safetensors");
+  std::map<std::string, torch::Tensor> orig;
+  for (auto& [name, t] : base.model->named_parameters()) orig[name] = t;
+  for (const char* name : {"embed", "layers.0.wqkv", "layers.23.w_down"}) {
+    ASSERT_TRUE(trained.count(name)) << name << " missing from the artifact";
+    ASSERT_TRUE(orig.count(name)) << name << " missing from the base model";
+  }
+  EXPECT_TRUE(torch::equal(trained.at("embed"), orig.at("embed"))) << "freeze_embeddings moved the embedding";
+  EXPECT_GT((trained.at("layers.0.wqkv") - orig.at("layers.0.wqkv")).abs().max().item<float>(), 0.0f);
+  EXPECT_GT((trained.at("layers.23.w_down") - orig.at("layers.23.w_down")).abs().max().item<float>(), 0.0f);
+  fs::remove_all(out);  // 6 GB of checkpoints (weights + AdamW moments) and artifact
+}
+
 TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
   const std::string triplets = triplets_file();
   const std::string expert_cfg = write_file(
