@@ -32,8 +32,9 @@ struct RowPool::State {
     }
   }
 
-  void loop(int index) {
-    uint64_t seen = job_gen.load(std::memory_order_acquire);
+  // `seen` is the generation published before this worker was created: reading it here instead would
+  // race with the job published right after the creation, and the new worker would sit that job out.
+  void loop(int index, uint64_t seen) {
     for (;;) {
       // Spin ~50 us for the next job, then sleep until notified.
       for (int i = 0; i < 2000 && job_gen.load(std::memory_order_acquire) == seen; ++i) __builtin_ia32_pause();
@@ -74,7 +75,8 @@ void RowPool::run(int64_t n, int threads, Fn fn, void* ctx) {
   const int want = pool_threads(threads) - 1;
   while (static_cast<int>(s.workers.size()) < want) {
     const int index = static_cast<int>(s.workers.size());
-    s.workers.emplace_back([&s, index] { s.loop(index); });
+    const uint64_t seen = s.job_gen.load(std::memory_order_acquire);
+    s.workers.emplace_back([&s, index, seen] { s.loop(index, seen); });
     s.workers.back().detach();
   }
   uint64_t g;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
 #include <atomic>
 #include <mutex>
 #include <set>
@@ -39,6 +41,32 @@ TEST(RowPool, SpreadsWorkOverSeveralThreadsAndOnlyOneWhenAskedForOne) {
   ids.clear();
   parallel_chunks(64, 2, busy_chunk);
   EXPECT_EQ(ids.size(), 2u) << "a two-thread job ran on " << ids.size() << " thread(s)";
+}
+
+TEST(RowPool, WorkersCreatedForAJobTakePartInThatJobEvenOnOneCpu) {
+  // Pinned to one CPU, a new worker only starts after the caller has published the job; it used to
+  // read the generation on start-up and so sat out the very job it was created for (CI, stop 27).
+  cpu_set_t old_set;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(old_set), &old_set), 0);
+  int first = -1;
+  for (int c = 0; c < CPU_SETSIZE && first < 0; ++c)
+    if (CPU_ISSET(c, &old_set)) first = c;
+  ASSERT_GE(first, 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  std::mutex mu;
+  std::set<std::thread::id> ids;
+  parallel_chunks(64, 4, [&](int64_t) {  // 4 threads: at least workers 1 and 2 are new in this process
+    {
+      std::lock_guard<std::mutex> g(mu);
+      ids.insert(std::this_thread::get_id());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  });
+  sched_setaffinity(0, sizeof(old_set), &old_set);
+  EXPECT_EQ(ids.size(), 4u) << "a four-thread job on one CPU ran on " << ids.size() << " thread(s)";
 }
 
 TEST(RowPool, NestedAndConcurrentCallersAllFinishWithTheRightSums) {
