@@ -124,7 +124,10 @@ int run_eval_command(const EvalArgs& a) {
   SAFEDEC_CHECK(int(a.resume) + int(a.force) + int(a.report_only) <= 1,
                 "give at most one of --resume, --force and --report-only");
   EvalConfig config = load_eval_config(a.config, DatasetRegistry::builtin());
-  if (a.limit_given) config.limit = a.limit;
+  if (a.limit_given) {
+    config.limit = a.limit;
+    config.dataset_limits.clear();
+  }
   if (!a.methods.empty()) select_methods(config, a.methods);
   if (!a.datasets.empty()) select_datasets(config, a.datasets);
   EvalRunOptions o;
@@ -138,7 +141,8 @@ int run_eval_command(const EvalArgs& a) {
   size_t cells = config.models.size() * config.methods.size() * config.datasets.size();
   std::cerr << "[eval] " << config.name << ": " << config.models.size() << " model(s) x " << config.methods.size()
             << " method(s) x " << config.datasets.size() << " dataset(s) = " << cells << " cells, limit "
-            << (config.limit > 0 ? std::to_string(config.limit) : std::string("all rows")) << " per dataset, output " << a.out << "\n";
+            << (config.limit > 0 ? std::to_string(config.limit) : std::string("all rows")) << " per dataset"
+            << limit_overrides(config) << ", output " << a.out << "\n";
   const EvalRunSummary s = run_eval(config, o);
   std::cout << format_results_table(s.rows);
   std::cout << "judge: " << (s.rows.empty() ? config.judge : s.rows.front().judge) << "; report: " << s.report_path

@@ -221,9 +221,24 @@ EvalConfig parse_eval_config(const std::string& yaml_text, const std::string& so
 
   YAML::Node datasets = k.get("datasets");
   SAFEDEC_CHECK(datasets && datasets.IsSequence() && datasets.size() > 0, yaml_where(source, root),
-                ": `datasets` must be a non-empty list of dataset names");
+                ": `datasets` must be a non-empty list of dataset names (or {name, limit})");
   for (const auto& d : datasets) {
-    const std::string name = d.as<std::string>();
+    std::string name;
+    if (d.IsMap()) {
+      YamlKeys dk(d, source, "a `datasets` entry");
+      dk.read("name", name);
+      SAFEDEC_CHECK(!name.empty(), yaml_where(source, d), ": a `datasets` entry given as a mapping needs a `name`");
+      size_t own_limit = 0;
+      const bool has_limit = static_cast<bool>(d["limit"]);
+      dk.read("limit", own_limit);
+      dk.finish();
+      SAFEDEC_CHECK(has_limit, yaml_where(source, d), ": dataset '", name,
+                    "' is given as a mapping without a `limit`; write it as a plain name instead");
+      c.dataset_limits[name] = own_limit;
+    } else {
+      SAFEDEC_CHECK(d.IsScalar(), yaml_where(source, d), ": a `datasets` entry must be a dataset name or {name, limit}");
+      name = d.as<std::string>();
+    }
     SAFEDEC_CHECK(registry.contains(name), yaml_where(source, d), ": unknown dataset '", name,
                   "'; known datasets: ", join(registry.names()));
     try {
@@ -341,6 +356,16 @@ EvalConfig load_eval_config(const std::string& path, const DatasetRegistry& regi
   return parse_eval_config(ss.str(), path, registry);
 }
 
+std::string limit_overrides(const EvalConfig& config) {
+  std::string out;
+  for (const auto& d : config.datasets) {
+    const auto it = config.dataset_limits.find(d);
+    if (it == config.dataset_limits.end()) continue;
+    out += (out.empty() ? " (" : ", ") + d + ": " + (it->second == 0 ? std::string("all rows") : std::to_string(it->second));
+  }
+  return out.empty() ? out : out + ")";
+}
+
 YAML::Node EvalConfig::resolved() const {
   YAML::Node n(YAML::NodeType::Map);
   n["name"] = name;
@@ -376,7 +401,17 @@ YAML::Node EvalConfig::resolved() const {
     e["config"] = YAML::Load(m.config.dump());
     n["methods"].push_back(e);
   }
-  for (const auto& d : datasets) n["datasets"].push_back(d);
+  for (const auto& d : datasets) {
+    const auto it = dataset_limits.find(d);
+    if (it == dataset_limits.end()) {
+      n["datasets"].push_back(d);  // a plain name: runs made before per-dataset limits resume unchanged
+    } else {
+      YAML::Node e(YAML::NodeType::Map);
+      e["name"] = d;
+      e["limit"] = it->second;
+      n["datasets"].push_back(e);
+    }
+  }
   const auto& s = generation.sampling;
   n["generation"]["max_new_tokens"] = generation.max_new_tokens;
   n["generation"]["batch_size"] = generation.batch_size;

@@ -66,6 +66,14 @@ struct EvalConfig {
   std::vector<EvalModelSpec> models;
   std::vector<EvalMethodSpec> methods;
   std::vector<std::string> datasets;
+  // `datasets: [advbench, {name: xstest_safe, limit: 100}]`: a per-dataset limit replaces `limit` for
+  // that set (e.g. enough xstest_safe rows for a narrow over-refusal interval). `--limit N` on the
+  // command line replaces all of them.
+  std::map<std::string, size_t> dataset_limits;
+  size_t limit_for(const std::string& dataset) const {
+    const auto it = dataset_limits.find(dataset);
+    return it == dataset_limits.end() ? limit : it->second;
+  }
   std::string judge = "keyword";               // the first judge: decides `refused` in generations.jsonl
   std::vector<std::string> judges{"keyword"};  // `judge: NAME` or `judge: [NAME, ...]`; judges[0] == judge
   JudgeOptions judge_options;                  // keyword list for every judge; params: the first judge's
@@ -81,6 +89,9 @@ struct EvalConfig {
   // The resolved configuration: every default filled in, every method config expanded.
   YAML::Node resolved() const;
 };
+
+// " (xstest_safe: 100, ...)" for the sets with their own limit, "" when none: for logs and reports.
+std::string limit_overrides(const EvalConfig& config);
 
 // Parses an eval config. Malformed YAML and bad values throw safedec::Error naming the source,
 // line and column; unknown dataset/method/judge names list the known ones; train-only datasets

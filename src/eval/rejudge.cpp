@@ -74,8 +74,11 @@ RunPrompts load_run_prompts(const std::string& dir) {
   lo.limit = root["limit"] ? root["limit"].as<size_t>() : 0;
   lo.seed = root["seed"] ? root["seed"].as<uint64_t>() : 0;
   const DatasetRegistry registry = DatasetRegistry::builtin();
+  const size_t run_limit = lo.limit;
   for (const auto& d : root["datasets"]) {
-    const std::string name = d.as<std::string>();
+    // A plain name, or {name, limit} where the run gave that set its own limit.
+    const std::string name = d.IsMap() ? d["name"].as<std::string>() : d.as<std::string>();
+    lo.limit = d.IsMap() && d["limit"] ? d["limit"].as<size_t>() : run_limit;
     const Dataset ds = load_dataset(registry.get(name), lo);
     r.harmful[name] = ds.spec.harmful;
     for (const auto& ex : ds.examples) r.prompt[name + "\x1f" + ex.id] = ex.prompt;

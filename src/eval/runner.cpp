@@ -382,7 +382,10 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   static std::ostream null_log(nullptr);
   std::ostream& log = !main_rank ? null_log : options.log ? *options.log : std::cerr;
   SAFEDEC_CHECK(!options.out_dir.empty(), "eval: --out DIR is required");
-  if (options.limit > 0) config.limit = options.limit;
+  if (options.limit > 0) {
+    config.limit = options.limit;
+    config.dataset_limits.clear();
+  }
   if (options.threads > 0) torch::set_num_threads(options.threads);
 
   // Datasets first: a missing or malformed file fails before any model is loaded.
@@ -392,7 +395,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
     const DatasetSpec& spec = registry.get(name);
     check_dataset_use(spec, DatasetUse::Evaluate);
     DatasetLoadOptions lo;
-    lo.limit = config.limit;
+    lo.limit = config.limit_for(name);
     lo.seed = config.seed;
     datasets.push_back(load_dataset(spec, lo));
     SAFEDEC_CHECK(!datasets.back().examples.empty(), "dataset '", name, "' has no rows after filtering (files: ",
@@ -916,6 +919,7 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
   info << "Command: `" << options.command << "`\n\nConfig: `" << config.source << "` (resolved copy: "
        << "`config.resolved.yaml`; versions, seeds and SHA-256 of models, datasets and artifacts: "
        << "`manifest.json`). Per-dataset limit: " << (config.limit == 0 ? std::string("all rows") : std::to_string(config.limit))
+       << limit_overrides(config)
        << " (seeded sample, seed " << config.seed << "). Generation: greedy=" << (config.generation.sampling.greedy() ? "yes" : "no")
        << ", max_new_tokens " << config.generation.max_new_tokens << ", batch " << config.generation.batch_size
        << ". Reference NLL: reference answers truncated to " << config.ref_nll.max_tokens

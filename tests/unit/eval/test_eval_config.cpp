@@ -252,3 +252,32 @@ TEST(EvalConfig, SpeedSettingsAreReadAndCheckedWithLineAndColumn) {
   m = error_of([&] { parse(base + "speed: {pairs: many}\n"); });
   EXPECT_NE(m.find("`speed` key `pairs` has a value of the wrong type ('many')"), std::string::npos) << m;
 }
+
+// A datasets entry may carry its own limit (e.g. enough xstest_safe rows for a narrow over-refusal
+// interval); plain names keep the run's limit and stay plain in the resolved config, so run
+// directories from before the key resume unchanged.
+TEST(EvalConfig, DatasetsMayCarryTheirOwnLimit) {
+  const std::string head = "limit: 20\nmodels: [smollm2-135m-instruct]\nmethods: [plain]\n";
+  EvalConfig c = parse(head + "datasets:\n  - advbench\n  - {name: xstest_safe, limit: 100}\n  - {name: gcg, limit: 0}\n");
+  ASSERT_EQ(c.datasets, (std::vector<std::string>{"advbench", "xstest_safe", "gcg"}));
+  EXPECT_EQ(c.limit_for("advbench"), 20u);
+  EXPECT_EQ(c.limit_for("xstest_safe"), 100u);
+  EXPECT_EQ(c.limit_for("gcg"), 0u) << "0 = every row, as for the run's limit";
+  EXPECT_EQ(limit_overrides(c), " (xstest_safe: 100, gcg: all rows)");
+  const std::string resolved = canonical_yaml(c.resolved());
+  EXPECT_NE(resolved.find("- advbench"), std::string::npos) << resolved;
+  EXPECT_NE(resolved.find("limit: 100"), std::string::npos) << resolved;
+  EXPECT_EQ(limit_overrides(parse(head + "datasets: [advbench]\n")), "");
+  EXPECT_EQ(canonical_yaml(parse(head + "datasets: [advbench, xstest_safe, gcg]\n").resolved()).find("name: xstest_safe"),
+            std::string::npos);
+
+  std::string m = error_of([&] { parse(head + "datasets:\n  - {name: xstest_safe, limt: 100}\n"); });
+  EXPECT_NE(m.find("limt"), std::string::npos) << m;
+  m = error_of([&] { parse(head + "datasets:\n  - {name: xstest_safe}\n"); });
+  EXPECT_NE(m.find("without a `limit`"), std::string::npos) << m;
+  EXPECT_NE(m.find("test.yaml:5:5"), std::string::npos) << m;
+  m = error_of([&] { parse(head + "datasets:\n  - {name: nosuchset, limit: 3}\n"); });
+  EXPECT_NE(m.find("unknown dataset 'nosuchset'"), std::string::npos) << m;
+  m = error_of([&] { parse(head + "datasets:\n  - {name: xstest_safe, limit: -4}\n"); });
+  EXPECT_NE(m.find("test.yaml:5"), std::string::npos) << m;
+}
