@@ -12,9 +12,14 @@
 #include "model/causal_lm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
+#include "core/row_pool.h"
+#include "model/decode_step.h"
 #include "model/fast_linear.h"
 #include "model/quant_linear.h"
 
@@ -226,6 +231,19 @@ torch::Tensor CausalLM::input_hidden(const ForwardInput& input) const {
   return embed(input.ids);
 }
 
+namespace {
+std::atomic<bool>& fused_decode_flag() {
+  static std::atomic<bool> on{[] {
+    const char* e = std::getenv("SAFEDEC_FUSED_DECODE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }()};
+  return on;
+}
+}  // namespace
+
+void set_fused_decode(bool on) { fused_decode_flag().store(on); }
+bool fused_decode_enabled() { return fused_decode_flag().load(); }
+
 LayerPass CausalLM::begin_pass(const ForwardInput& input, int64_t B, int64_t T, KvCache* cache,
                                const ForwardHooks* hooks, ForwardOutput* capture_out) const {
   const auto& c = config_;
@@ -271,10 +289,22 @@ LayerPass CausalLM::begin_pass(const ForwardInput& input, int64_t B, int64_t T, 
   const int64_t Lk = past + T, hd = c.head_dim;
   bool has_sliding = false;
   for (int64_t l = 0; l < c.n_layers && !has_sliding; ++l) has_sliding = layer_is_sliding(l);
+  const bool grad = torch::GradMode::is_enabled() && !c10::InferenceMode::is_enabled();
+  if (cache && T == 1 && !grad && fused_decode_enabled() && device().is_cpu() && dtype() == torch::kFloat32 &&
+      (!hooks || (hooks->loras.empty() && !hooks->capture && !hooks->mlp_transform))) {
+    bool contiguous = true;
+    for (int64_t l = 0; l < c.n_layers && contiguous; ++l)
+      contiguous = cache->keys(l).is_contiguous() && cache->values(l).is_contiguous();
+    pass.fused = contiguous;
+  }
+  if (pass.fused) {
+    const auto& pad = cache->pad_offsets();
+    pass.pad_cpu = pad.numel() == B ? pad.contiguous() : torch::zeros({B}, torch::kInt64);
+  }
   auto make_mask = [&](int64_t window) -> torch::Tensor {
     // valid(b, t, j): pad[b] <= j <= slot_t (and slot_t - j < window); a pad query attends to itself
     // only, so its (unused) output stays finite.
-    const bool need = any_pad || T > 1 || (window > 0 && Lk > window);
+    const bool need = !pass.fused && (any_pad || T > 1 || (window > 0 && Lk > window));
     if (!need) return {};
     auto j = torch::arange(Lk, opt_i).view({1, 1, Lk});
     auto q = slots.view({1, T, 1});
@@ -290,8 +320,8 @@ LayerPass CausalLM::begin_pass(const ForwardInput& input, int64_t B, int64_t T, 
   auto rope_for = [&](bool local) {
     auto tables = rope_tables(local, Lk);
     auto flat = positions.reshape({-1});
-    auto cos = tables.first.index_select(0, flat).view({B, T, 1, hd / 2});
-    auto sin = tables.second.index_select(0, flat).view({B, T, 1, hd / 2});
+    auto cos = tables.first.index_select(0, flat).view({B, T, 1, hd / 2}).contiguous();
+    auto sin = tables.second.index_select(0, flat).view({B, T, 1, hd / 2}).contiguous();
     return std::make_pair(cos, sin);
   };
   pass.rope_global = rope_for(false);
@@ -299,7 +329,91 @@ LayerPass CausalLM::begin_pass(const ForwardInput& input, int64_t B, int64_t T, 
   return pass;
 }
 
+torch::Tensor CausalLM::run_layer_decode(int64_t l, const torch::Tensor& h_in, const LayerPass& pass) const {
+  namespace ds = decode_step;
+  const auto& c = config_;
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, g = H / Hkv, half = hd / 2;
+  const int64_t B = pass.batch, past = pass.past, D = c.hidden_size, I = c.intermediate_size;
+  const float scale =
+      static_cast<float>(1.0 / std::sqrt(c.query_pre_attn_scalar > 0 ? c.query_pre_attn_scalar : static_cast<double>(hd)));
+  const float softcap = static_cast<float>(c.attn_logit_softcapping);
+  const bool gemma = c.architecture == "gemma3";
+  const double eps = c.rms_norm_eps;
+  const LayerWeights& W = *weights_.layers[l];
+  const bool sliding = layer_is_sliding(l);
+  const int64_t window = sliding ? c.sliding_window : 0;
+
+  // ---- attention ----
+  const torch::Tensor h = h_in.contiguous();  // [B, 1, d]
+  torch::Tensor x = torch::empty_like(h);
+  ds::rms_norm_rows(h.data_ptr<float>(), W.attn_norm.data_ptr<float>(), x.data_ptr<float>(), B, D, eps);
+  torch::Tensor qkv = fast_linear(x, W.wqkv, W.bqkv, W.q_wqkv.get()).contiguous();  // [B, 1, (H + 2 Hkv) hd]
+  const int64_t row = (H + 2 * Hkv) * hd;
+  float* qkv_p = qkv.data_ptr<float>();
+  const auto& rope = sliding ? pass.rope_local : pass.rope_global;  // [B, 1, 1, hd / 2]
+  const float* cos_p = rope.first.data_ptr<float>();
+  const float* sin_p = rope.second.data_ptr<float>();
+  torch::Tensor& K = pass.cache->keys(l);  // [B, Hkv, capacity, hd]
+  torch::Tensor& V = pass.cache->values(l);
+  const int64_t cap = K.size(2);
+  float* k_p = K.data_ptr<float>();
+  float* v_p = V.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    float* qb = qkv_p + b * row;
+    float* kb = qb + H * hd;
+    const float* vb = kb + Hkv * hd;
+    if (gemma) {
+      ds::rms_norm_rows(qb, W.q_norm.data_ptr<float>(), qb, H, hd, eps);
+      ds::rms_norm_rows(kb, W.k_norm.data_ptr<float>(), kb, Hkv, hd, eps);
+    }
+    ds::rope_heads(qb, cos_p + b * half, sin_p + b * half, H, hd);
+    ds::rope_heads(kb, cos_p + b * half, sin_p + b * half, Hkv, hd);
+    for (int64_t kv = 0; kv < Hkv; ++kv) {
+      const int64_t slot = ((b * Hkv + kv) * cap + past) * hd;
+      std::memcpy(k_p + slot, kb + kv * hd, sizeof(float) * hd);
+      std::memcpy(v_p + slot, vb + kv * hd, sizeof(float) * hd);
+    }
+  }
+  // One task per (row, kv head): slots pad .. past (a row's left padding excluded; Gemma's sliding
+  // layers only the last `window`), the same set the generic path's mask leaves.
+  torch::Tensor ctx = torch::empty({B, 1, H * hd}, h.options());
+  float* ctx_p = ctx.data_ptr<float>();
+  const int64_t* pad_p = pass.pad_cpu.data_ptr<int64_t>();
+  auto task = [&](int64_t t) {
+    thread_local std::vector<float> scratch;
+    if (static_cast<int64_t>(scratch.size()) < past + 1) scratch.resize(static_cast<size_t>(past + 1));
+    const int64_t b = t / Hkv, kv = t % Hkv;
+    int64_t lo = std::max<int64_t>(pad_p[b], window > 0 ? past - window + 1 : 0);
+    if (lo > past) lo = past;  // a row with no real token yet attends to its own slot only
+    const int64_t base = (b * Hkv + kv) * cap * hd;
+    ds::attend_one(qkv_p + b * row + kv * g * hd, k_p + base, v_p + base, g, hd, lo, past, scale, softcap,
+                   scratch.data(), ctx_p + b * H * hd + kv * g * hd);
+  };
+  const int64_t work = B * H * (past + 1) * hd;
+  parallel_chunks(B * Hkv, work >= (int64_t{1} << 17) ? pool_threads(torch::get_num_threads()) : 1, task);
+  torch::Tensor attn = fast_linear(ctx, W.wo, {}, W.q_wo.get()).contiguous();  // [B, 1, d]
+  float* attn_p = attn.data_ptr<float>();
+  if (gemma) ds::rms_norm_rows(attn_p, W.post_attn_norm.data_ptr<float>(), attn_p, B, D, eps);
+  ds::add_in_place(attn_p, h.data_ptr<float>(), B * D);  // attn now holds h + attn
+  const torch::Tensor& h2 = attn;
+
+  // ---- MLP ----
+  ds::rms_norm_rows(h2.data_ptr<float>(), W.ffn_norm.data_ptr<float>(), x.data_ptr<float>(), B, D, eps);
+  torch::Tensor gu = fast_linear(x, W.w_gate_up, {}, W.q_gate_up.get()).contiguous();  // [B, 1, 2 I]
+  torch::Tensor inner = torch::empty({B, 1, I}, h.options());
+  const float* gu_p = gu.data_ptr<float>();
+  float* inner_p = inner.data_ptr<float>();
+  const bool gelu = c.hidden_act != "silu";
+  for (int64_t b = 0; b < B; ++b) ds::gated_activation(gu_p + b * 2 * I, gu_p + b * 2 * I + I, inner_p + b * I, I, gelu);
+  torch::Tensor mlp = fast_linear(inner, W.w_down, {}, W.q_down.get()).contiguous();
+  float* mlp_p = mlp.data_ptr<float>();
+  if (gemma) ds::rms_norm_rows(mlp_p, W.post_ffn_norm.data_ptr<float>(), mlp_p, B, D, eps);
+  ds::add_in_place(mlp_p, h2.data_ptr<float>(), B * D);
+  return mlp;
+}
+
 torch::Tensor CausalLM::run_layer(int64_t l, const torch::Tensor& h_in, const LayerPass& pass) const {
+  if (pass.fused) return run_layer_decode(l, h_in, pass);
   const auto& c = config_;
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, g = H / Hkv;
   const int64_t B = pass.batch, T = pass.tokens, past = pass.past, Lk = past + T;

@@ -129,7 +129,17 @@ struct LayerPass {
   torch::Tensor mask_global, mask_local;  // additive [B, 1, 1, T, Lk] or undefined (no mask needed)
   std::pair<torch::Tensor, torch::Tensor> rope_global, rope_local;  // cos/sin [B, T, 1, hd/2]
   ForwardOutput* capture_out = nullptr;  // receives captured activations (hooks->capture)
+  // A decode step (T = 1, cache, fp32 on CPU, no autograd, LoRA, capture or MLP hook): the layers run
+  // their non-GEMM work on raw buffers (model/decode_step.h); the masks are then not built and
+  // pad_cpu holds the cache's per-row pad offsets.
+  bool fused = false;
+  torch::Tensor pad_cpu;
 };
+
+// The fused decode step is on by default; off (or SAFEDEC_FUSED_DECODE=0 in the environment) every
+// step runs the generic ATen layer. For tests and side-by-side benchmarks.
+void set_fused_decode(bool on);
+bool fused_decode_enabled();
 
 // A Llama-family decoder. Thread-compatible: concurrent forward() calls need distinct caches.
 class CausalLM {
@@ -169,6 +179,8 @@ class CausalLM {
                        const ForwardHooks* hooks = nullptr, ForwardOutput* capture_out = nullptr) const;
   // Decoder layer l: h [B, T, d] -> h [B, T, d] (writes the layer's keys/values into the pass's cache).
   torch::Tensor run_layer(int64_t layer, const torch::Tensor& h, const LayerPass& pass) const;
+  // run_layer for a fused decode pass (pass.fused).
+  torch::Tensor run_layer_decode(int64_t layer, const torch::Tensor& h, const LayerPass& pass) const;
   // Final RMSNorm of the residual stream (the LM head's input).
   torch::Tensor final_hidden(const torch::Tensor& h) const;
   // LM head (+ LoRA on the head, + softcapping) on final-normed hidden states [..., d] -> fp32 logits.
