@@ -13,8 +13,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -89,6 +91,13 @@ json build_manifest(const ManifestInputs& inputs) {
   m["models"] = file_entries(inputs.model_files, "model");
   m["datasets"] = file_entries(inputs.dataset_files, "dataset");
   m["extra"] = inputs.extra;
+  // The settings that change speed figures or numerics without changing the config (null: unset).
+  m["environment"] = json::object();
+  for (const char* k : {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "SAFEDEC_FUSED_DECODE",
+                        "SAFEDEC_QUANT_ACT"}) {
+    const char* v = std::getenv(k);
+    m["environment"][k] = v ? json(std::string(v)) : json(nullptr);
+  }
   return m;
 }
 

@@ -133,6 +133,11 @@ TEST(EvalRun, WritesResultsGenerationsReportAndNeverPrintsPrompts) {
   EXPECT_EQ(manifest["models"].size(), 1u);
   EXPECT_EQ(manifest["models"][0]["sha256"].get<std::string>().size(), 64u);
   EXPECT_EQ(manifest["datasets"].size(), 3u);
+  // eval re-executes itself with passive OpenMP waits (cli/main.cpp) unless a policy was given.
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const bool user_set = policy || std::getenv("GOMP_SPINCOUNT");
+  EXPECT_EQ(manifest["environment"]["OMP_WAIT_POLICY"], user_set ? (policy ? json(policy) : json(nullptr)) : json("PASSIVE"))
+      << manifest["environment"].dump();
 
   std::stringstream report;
   report << std::ifstream(out + "/report.md").rdbuf();
