@@ -61,10 +61,13 @@ RankRun run_ranks(const std::string& out, const std::string& role, std::vector<s
   return spawn_ranks(role, 2, dir("logs"), bounded_wait, 900, argv);
 }
 
-// The single-process reference run (made once).
+// The single-process reference run, made once per test process by the binary under test (a copy
+// left in the build tree by an older binary would compare two builds, not one and two processes).
 std::string reference() {
   const std::string ref = dir("reference");
-  if (!fs::exists(ref + "/report.md")) {
+  static bool made = false;
+  if (!made) {
+    made = true;
     fs::remove_all(ref);
     const std::string cmd = exe() + " eval --config " + config_path() + " --out " + ref + " --threads 1 > " +
                             dir("reference") + ".log 2>&1";
