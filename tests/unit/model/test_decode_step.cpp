@@ -9,6 +9,7 @@
 
 #include "model/causal_lm.h"
 #include "model/decode_step.h"
+#include "support/tiny_configs.h"
 
 using namespace safedec;
 namespace ds = safedec::decode_step;
@@ -80,31 +81,17 @@ TEST(DecodeStep, GatedActivationsMatchAten) {
   EXPECT_LT(max_diff(got, torch::gelu(gate, "tanh") * up), 1e-5);
 }
 
+// The shared tiny configs, "gemma3-softcap" adding attention soft-capping, `big` enough attention
+// work per step for the thread pool.
 ModelConfig config_of(const std::string& arch, bool big = false) {
-  ModelConfig c;
-  c.architecture = arch;
-  c.name = "tiny-" + arch;
-  c.n_layers = 3;
-  c.hidden_size = big ? 256 : 64;
-  c.intermediate_size = big ? 384 : 96;
-  c.n_heads = big ? 8 : 4;
-  c.n_kv_heads = 2;
-  c.head_dim = big ? 32 : 16;
-  c.vocab_size = 97;
+  ModelConfig c = test::tiny_arch_config(arch == "gemma3-softcap" ? "gemma3" : arch);
   c.context_length = 1024;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  if (arch == "qwen2") c.attention_bias = true;
-  if (arch == "gemma3" || arch == "gemma3-softcap") {
-    c.architecture = "gemma3";
-    c.hidden_act = "gelu_pytorch_tanh";
-    c.sliding_window = 4;
-    c.sliding_window_pattern = 2;
-    c.rope_theta = 1000000.0;
-    c.rope_local_theta = 10000.0;
-    c.query_pre_attn_scalar = 16;
-    c.embedding_scale = true;
-    if (arch == "gemma3-softcap") c.attn_logit_softcapping = 0.5;
+  if (arch == "gemma3-softcap") c.attn_logit_softcapping = 0.5;
+  if (big) {
+    c.hidden_size = 256;
+    c.intermediate_size = 384;
+    c.n_heads = 8;
+    c.head_dim = 32;
   }
   return c;
 }
