@@ -28,6 +28,7 @@ struct EvalArgs {
   int threads = 0;
   std::string methods;   // --methods LABEL[,LABEL]: run only these method columns of the config
   std::string datasets;  // --datasets NAME[,NAME]: run only these datasets of the config
+  std::string models;    // --models NAME[,NAME]: run only these models (name or label) of the config
   std::string command;
 };
 
@@ -81,6 +82,25 @@ void select_datasets(EvalConfig& config, const std::string& list) {
   config.datasets = std::move(kept);
 }
 
+// --models: keeps the config's models whose label or registered name is named, in the config's order.
+void select_models(EvalConfig& config, const std::string& list) {
+  const auto wanted = split_commas(list);
+  SAFEDEC_CHECK(!wanted.empty(), "--models needs at least one model name, e.g. --models smollm2-135m-instruct");
+  std::vector<std::string> labels;
+  for (const auto& m : config.models) labels.push_back(m.label.empty() ? m.name : m.label);
+  for (const auto& w : wanted) {
+    const bool known = std::any_of(config.models.begin(), config.models.end(),
+                                   [&](const EvalModelSpec& m) { return m.label == w || m.name == w; });
+    SAFEDEC_CHECK(known, "--models: '", w, "' is not a model of ", config.source, "; its models are: ", joined(labels));
+  }
+  std::vector<EvalModelSpec> kept;
+  for (auto& m : config.models)
+    if (std::find(wanted.begin(), wanted.end(), m.label) != wanted.end() ||
+        std::find(wanted.begin(), wanted.end(), m.name) != wanted.end())
+      kept.push_back(std::move(m));
+  config.models = std::move(kept);
+}
+
 // `eval --rejudge DIR --judge NAME[,NAME]`: further judges over DIR's generations (eval/rejudge.h).
 int run_rejudge_command(const EvalArgs& a) {
   SAFEDEC_CHECK(a.config.empty() && a.out.empty() && !a.resume && !a.force && !a.report_only,
@@ -130,6 +150,7 @@ int run_eval_command(const EvalArgs& a) {
   }
   if (!a.methods.empty()) select_methods(config, a.methods);
   if (!a.datasets.empty()) select_datasets(config, a.datasets);
+  if (!a.models.empty()) select_models(config, a.models);
   EvalRunOptions o;
   o.out_dir = a.out;
   o.limit = 0;  // already in config.limit
@@ -147,7 +168,10 @@ int run_eval_command(const EvalArgs& a) {
   std::cout << format_results_table(s.rows);
   std::cout << "judge: " << (s.rows.empty() ? config.judge : s.rows.front().judge) << "; report: " << s.report_path
             << "\n";
-  if (s.cells_skipped > 0)
+  if (a.report_only)
+    std::cerr << "[eval] report from the " << s.cells_skipped << " finished of " << s.cells_total << " cells"
+              << (s.cells_skipped < s.cells_total ? " (the rest have not run yet)" : "") << "\n";
+  else if (s.cells_skipped > 0)
     std::cerr << "[eval] " << s.cells_skipped << " of " << s.cells_total << " cells were already finished (resume)\n";
   return 0;
 }
@@ -175,6 +199,8 @@ Runner add_eval(CLI::App& app) {
                   "--rejudge: judge only these methods' responses");
   cmd->add_option("--datasets", a->datasets, "Run only these datasets of the config (comma-separated); with --rejudge: judge only "
                   "these datasets' responses");
+  cmd->add_option("--models", a->models,
+                  "Run only these models of the config (comma-separated registered names or labels)");
   add_threads_flag(cmd, a->threads);
   return [a, limit] {
     a->limit_given = limit->count() > 0;
@@ -182,6 +208,7 @@ Runner add_eval(CLI::App& app) {
                  (a->limit_given ? " --limit " + std::to_string(a->limit) : std::string()) +
                  (a->methods.empty() ? std::string() : " --methods " + a->methods) +
                  (a->datasets.empty() ? std::string() : " --datasets " + a->datasets) +
+                 (a->models.empty() ? std::string() : " --models " + a->models) +
                  (a->resume ? " --resume" : "") + (a->force ? " --force" : "") +
                  (a->report_only ? " --report-only" : "");
     return run_eval_command(*a);

@@ -525,9 +525,10 @@ EvalRunSummary run_eval(EvalConfig config, const EvalRunOptions& options) {
         main_rank && !options.report_only && speed_pending(config, model_spec.label, speed_path);
     model_needed = model_needed || speed_todo;
     if (!model_needed || options.report_only) {
-      const size_t n = config.methods.size() * datasets.size();
-      summary.cells_skipped += n;
-      cell_index += n;
+      // --report-only counts the finished cells only (a partial run's report says how partial it is).
+      for (size_t me = 0; me < config.methods.size(); ++me)
+        for (size_t d = 0; d < datasets.size(); ++d) summary.cells_skipped += cell_done(me, d) ? 1 : 0;
+      cell_index += config.methods.size() * datasets.size();
       continue;
     }
     log << "[eval] loading model " << model_spec.label << "\n";

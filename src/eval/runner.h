@@ -31,7 +31,7 @@ struct EvalRunOptions {
 struct EvalRunSummary {
   std::vector<ResultRow> rows;  // every cell of the config, in cell order
   size_t cells_total = 0;
-  size_t cells_skipped = 0;     // already finished when the run started (resume)
+  size_t cells_skipped = 0;     // already finished when the run started (resume; with --report-only: finished)
   std::string report_path;
 };
 

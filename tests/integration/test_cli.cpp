@@ -191,18 +191,19 @@ TEST(Cli, MalformedPromptsFileNamesTheLine) {
   EXPECT_NE(r.out.find("\"prompt\""), std::string::npos) << r.out;
 }
 
-// `eval --methods` / `--datasets` select columns and datasets of a config (the header line shows the
+// `eval --methods` / `--datasets` / `--models` select columns, datasets and models of a config (the header line shows the
 // counts; --report-only runs nothing); a name the config lacks is refused listing the config's names.
-TEST(Cli, EvalMethodsAndDatasetsSelectFromTheConfig) {
+TEST(Cli, EvalMethodsDatasetsAndModelsSelectFromTheConfig) {
   const std::string cfg = tmp_path("select.yaml");
-  std::ofstream(cfg) << "name: select\nlimit: 2\nmodels: [smollm2-135m-instruct]\n"
+  std::ofstream(cfg) << "name: select\nlimit: 2\nmodels: [smollm2-135m-instruct, {name: smollm2-135m-instruct, label: small_q, weights: quantized}]\n"
                         "methods: [plain, {name: acd, label: acd_half, set: {alpha: 0.5}}, {name: steer, grid: {alpha: [0.1, 0.2]}}]\n"
                         "datasets: [advbench, xstest_safe, alpaca_eval_test]\njudge: keyword\n";
   const std::string out = tmp_path("select_run");
   std::filesystem::remove_all(out);
   auto all = run("eval --config " + cfg + " --out " + out + " --report-only");
-  EXPECT_NE(all.out.find("1 model(s) x 4 method(s) x 3 dataset(s) = 12 cells"), std::string::npos) << all.out;
-  auto some = run("eval --config " + cfg + " --out " + out + " --report-only --methods acd_half,plain --datasets xstest_safe");
+  EXPECT_NE(all.out.find("2 model(s) x 4 method(s) x 3 dataset(s) = 24 cells"), std::string::npos) << all.out;
+  auto some = run("eval --config " + cfg + " --out " + out +
+                  " --report-only --methods acd_half,plain --datasets xstest_safe --models small_q");
   EXPECT_NE(some.out.find("1 model(s) x 2 method(s) x 1 dataset(s) = 2 cells"), std::string::npos) << some.out;
   // A grid entry is selected whole by its YAML entry's name, or one variant by its label.
   auto group = run("eval --config " + cfg + " --out " + out + " --report-only --methods steer");
@@ -214,6 +215,9 @@ TEST(Cli, EvalMethodsAndDatasetsSelectFromTheConfig) {
   EXPECT_NE(bad_method.out.find("its methods are: plain, acd_half, steer[alpha=0.1], steer[alpha=0.2]"),
             std::string::npos)
       << bad_method.out;
+  auto bad_model = run("eval --config " + cfg + " --out " + out + " --models gemma3-270m");
+  EXPECT_EQ(bad_model.code, 2) << bad_model.out;
+  EXPECT_NE(bad_model.out.find("its models are: smollm2-135m-instruct, small_q"), std::string::npos) << bad_model.out;
   auto bad_set = run("eval --config " + cfg + " --out " + out + " --datasets gcg");
   EXPECT_EQ(bad_set.code, 2) << bad_set.out;
   EXPECT_NE(bad_set.out.find("its datasets are: advbench, xstest_safe, alpaca_eval_test"), std::string::npos)

@@ -313,6 +313,8 @@ generation: {max_new_tokens: 4, batch_size: 2}
   std::stringstream report;
   report << std::ifstream(out + "/report.md").rdbuf();
   EXPECT_NE(report.str().find("1 of 2 cells are finished"), std::string::npos) << report.str();
+  // The console line counts the finished cells, not all of them.
+  EXPECT_NE(r.out.find("report from the 1 finished of 2 cells (the rest have not run yet)"), std::string::npos) << r.out;
   EXPECT_EQ(read_lines(out + "/results.jsonl").size(), 1u) << "report-only runs nothing";
   EXPECT_EQ(run("eval --config " + cfg + " --out " + dir("no_such_run") + " --report-only").code, 2);
 }
