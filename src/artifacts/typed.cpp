@@ -2,6 +2,7 @@
 #include "artifacts/typed.h"
 #include "artifacts/tensor_check.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -276,17 +277,26 @@ RiskProbe load_risk_probe(const std::string& path, const ModelConfig& model) {
     const auto& params = loc.dir->manifest.params;
     p.layer = params.value("layer", int64_t{-1});
     p.pooling = params.value("pooling", std::string("last"));
+    p.window = params.value("window", int64_t{64});
   }
   SAFEDEC_CHECK(p.layer >= -1 && p.layer < model.n_layers, "the risk probe ", path, " reads layer ", p.layer,
                 " but the model has ", model.n_layers, " layers");
-  SAFEDEC_CHECK(p.pooling == "last", "the risk probe ", path, " uses pooling '", p.pooling,
-                "'; this safedec supports: last");
+  const auto& known = risk_probe_poolings();
+  SAFEDEC_CHECK(std::find(known.begin(), known.end(), p.pooling) != known.end(), "the risk probe ", path,
+                " uses pooling '", p.pooling, "'; known: last, user_mean");
+  SAFEDEC_CHECK(p.window >= 1, "the risk probe ", path, " has a pooling window of ", p.window, " tokens (needs >= 1)");
   return p;
+}
+
+const std::vector<std::string>& risk_probe_poolings() {
+  static const std::vector<std::string> names{"last", "user_mean"};
+  return names;
 }
 
 void write_risk_probe(ArtifactWriter& writer, const RiskProbe& p) {
   writer.manifest().params["layer"] = p.layer;
   writer.manifest().params["pooling"] = p.pooling;
+  if (p.pooling == "user_mean") writer.manifest().params["window"] = p.window;
   writer.write_tensors("probe.safetensors", {{"weight", p.weight.reshape({-1})}, {"bias", p.bias.reshape({1})}});
 }
 

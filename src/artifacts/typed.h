@@ -65,8 +65,13 @@ struct RiskProbe {
   torch::Tensor weight;  // [d]
   torch::Tensor bias;    // [1]
   int64_t layer = -1;    // -1: the final-normed hidden state; l >= 0: the residual after layer l
-  std::string pooling = "last";  // last: the prompt's last token
+  // last: the prompt's last token; user_mean: the mean over the last `window` tokens that end the
+  // final user text (StrategyPrompt::user_end), which reach back into the template for short texts.
+  std::string pooling = "last";
+  int64_t window = 64;
 };
+// The pooling names a risk probe may use.
+const std::vector<std::string>& risk_probe_poolings();
 RiskProbe load_risk_probe(const std::string& path, const ModelConfig& model);
 void write_risk_probe(ArtifactWriter& writer, const RiskProbe& probe);
 

@@ -36,6 +36,7 @@ StrategyPrompt ModelBundle::make_prompt(const std::string& id, const std::string
   p.ids = std::move(rendered.ids);
   p.system_begin = rendered.system_begin;
   p.system_end = rendered.system_end;
+  p.user_end = rendered.user_end;
   return p;
 }
 

@@ -27,6 +27,7 @@ struct StrategyPrompt {
   std::vector<int32_t> ids;     // the target's rendering (chat template + generation prompt)
   int64_t system_begin = -1;    // token span of the system text inside ids, -1 if none
   int64_t system_end = -1;
+  int64_t user_end = -1;        // one past the last token of the user text inside ids (-1 if unknown)
 };
 
 class Strategy {

@@ -23,6 +23,7 @@ struct Part {
   std::string text;
   int32_t special_id = -1;
   bool system = false;
+  bool user_end = false;  // an empty marker right after the final user message's content
 };
 
 // Python str.isspace() for one code point (what Jinja's trim and str.strip() remove).
@@ -190,6 +191,15 @@ ChatPrompt ChatTemplate::render(const std::optional<std::string>& system_in, con
 
   std::vector<Part> parts;
   auto text = [&](const std::string& s) { parts.push_back({s}); };
+  int64_t last_user = -1;  // index of the final user message
+  for (size_t i = 0; i < messages.size(); ++i)
+    if (messages[i].role == "user") last_user = static_cast<int64_t>(i);
+  auto mark_user_end = [&](size_t message) {
+    if (static_cast<int64_t>(message) != last_user) return;
+    Part p{""};
+    p.user_end = true;
+    parts.push_back(p);
+  };
   auto sys_part = [&](const std::string& s) {
     Part p{s};
     p.system = true;
@@ -206,9 +216,11 @@ ChatPrompt ChatTemplate::render(const std::optional<std::string>& system_in, con
       parts.push_back(special("<|im_end|>"));
       text("\n");
     }
-    for (const auto& m : messages) {
+    for (size_t i = 0; i < messages.size(); ++i) {
+      const auto& m = messages[i];
       parts.push_back(special("<|im_start|>"));
       text(m.role + "\n" + m.content);
+      mark_user_end(i);
       parts.push_back(special("<|im_end|>"));
       text("\n");
     }
@@ -229,6 +241,7 @@ ChatPrompt ChatTemplate::render(const std::optional<std::string>& system_in, con
         } else {
           text(py_strip(m.content));
         }
+        mark_user_end(i);
         text(" [/INST]");
       } else {
         text(" " + py_strip(m.content) + " ");
@@ -237,17 +250,21 @@ ChatPrompt ChatTemplate::render(const std::optional<std::string>& system_in, con
     }
   } else if (family_ == "llama3") {
     parts.push_back(special_id(tok_.bos_id(), "BOS"));
-    auto turn = [&](const std::string& role, const std::string& content, bool is_system) {
+    auto turn = [&](const std::string& role, const std::string& content, bool is_system, size_t message) {
       parts.push_back(special("<|start_header_id|>"));
       text(role);
       parts.push_back(special("<|end_header_id|>"));
       text("\n\n");
-      if (is_system) sys_part(py_strip(content));
-      else text(py_strip(content));
+      if (is_system) {
+        sys_part(py_strip(content));
+      } else {
+        text(py_strip(content));
+        mark_user_end(message);
+      }
       parts.push_back(special("<|eot_id|>"));
     };
-    if (system) turn("system", *system, true);
-    for (const auto& m : messages) turn(m.role, m.content, false);
+    if (system) turn("system", *system, true, messages.size());
+    for (size_t i = 0; i < messages.size(); ++i) turn(messages[i].role, messages[i].content, false, i);
     if (add_generation_prompt) {
       parts.push_back(special("<|start_header_id|>"));
       text("assistant");
@@ -266,6 +283,7 @@ ChatPrompt ChatTemplate::render(const std::optional<std::string>& system_in, con
         text("\n\n");
       }
       text(py_strip(m.content));
+      mark_user_end(i);
       parts.push_back(special("<end_of_turn>"));
       text("\n");
     }
@@ -277,9 +295,13 @@ ChatPrompt ChatTemplate::render(const std::optional<std::string>& system_in, con
 
   // Text and the system byte range.
   ChatPrompt out;
-  size_t sys_b = 0, sys_e = 0;
-  bool has_sys = false;
+  size_t sys_b = 0, sys_e = 0, user_b = 0;
+  bool has_sys = false, has_user = false;
   for (const auto& p : parts) {
+    if (p.user_end) {
+      has_user = true;
+      user_b = out.text.size();
+    }
     if (p.system) {
       has_sys = true;
       sys_b = out.text.size();
@@ -321,6 +343,11 @@ ChatPrompt ChatTemplate::render(const std::optional<std::string>& system_in, con
     flush();
   }
   out.ids = std::move(enc.ids);
+  if (has_user) {  // tokens that start before the end of the user text (one straddling it counts inside)
+    int64_t i = 0;
+    while (i < static_cast<int64_t>(enc.offsets.size()) && enc.offsets[i].first < user_b) ++i;
+    out.user_end = i;
+  }
   if (has_sys) {
     const auto& off = enc.offsets;
     const int64_t n = static_cast<int64_t>(off.size());

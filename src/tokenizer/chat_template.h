@@ -21,9 +21,12 @@ struct ChatMessage {
 // at the slot position for an explicit empty system text; -1/-1 when the prompt has no system
 // slot at all). Tokens that straddle the edge of the system text (BPE merging across it) are
 // counted inside the span.
+// user_end is one past the last token of the final user message's text (-1 without a user message):
+// the tokens after it are the template's end-of-turn and generation header.
 struct ChatPrompt {
   std::vector<int32_t> ids;
   int64_t system_begin = -1, system_end = -1;
+  int64_t user_end = -1;
   std::string text;
 };
 

@@ -28,6 +28,7 @@
 #include "decoding/generator.h"
 #include "decoding/model_bundle.h"
 #include "decoding/strategies/common.h"
+#include "decoding/strategies/risk.h"
 #include "decoding/strategy_registry.h"
 #include "eval/dataset.h"
 #include "eval/judge.h"
@@ -404,24 +405,27 @@ std::vector<LabeledPrompt> labeled_prompts(RunContext& ctx, const std::vector<st
   return out;
 }
 
-// Final-normed hidden state of each prompt's last token, exactly as NGSD's prefill computes it.
+// Each prompt's probe features (decoding/strategies/risk.h probe_features: the same function NGSD's
+// estimator uses), prompts longer than max_tokens keeping their last tokens.
 torch::Tensor prompt_features(const ModelBundle& b, const std::vector<LabeledPrompt>& prompts, int64_t batch,
-                              int64_t max_tokens) {
-  torch::InferenceMode guard;
-  std::vector<torch::Tensor> out;
-  ProgressBar bar("features", prompts.size());
-  for (size_t lo = 0; lo < prompts.size(); lo += static_cast<size_t>(batch)) {
-    std::vector<BranchRow> rows;
-    for (size_t i = lo; i < std::min(prompts.size(), lo + batch); ++i) {
-      StrategyPrompt p = b.make_prompt(prompts[i].id, prompts[i].text);
-      if (static_cast<int64_t>(p.ids.size()) > max_tokens) p.ids.erase(p.ids.begin(), p.ids.end() - max_tokens);
-      rows.push_back(prompt_row(p));
+                              int64_t max_tokens, const ProbeFeatureSpec& spec) {
+  std::vector<StrategyPrompt> ps;
+  for (const auto& lp : prompts) {
+    StrategyPrompt p = b.make_prompt(lp.id, lp.text);
+    const int64_t cut = static_cast<int64_t>(p.ids.size()) - max_tokens;
+    if (cut > 0) {
+      p.ids.erase(p.ids.begin(), p.ids.begin() + cut);
+      p.user_end = p.user_end - cut >= 1 ? p.user_end - cut : -1;
     }
-    KvCache cache;
-    torch::Tensor hidden;
-    prefill_rows(*b.model, rows, 0, b.pad_id(), cache, nullptr, &hidden, nullptr);
-    out.push_back(hidden.to(torch::kCPU, torch::kFloat32).clone());
-    bar.tick(rows.size());
+    ps.push_back(std::move(p));
+  }
+  ProgressBar bar("features", ps.size());
+  std::vector<torch::Tensor> out;
+  const size_t chunk = static_cast<size_t>(batch) * 4;  // progress every few forwards
+  for (size_t lo = 0; lo < ps.size(); lo += chunk) {
+    std::vector<StrategyPrompt> part(ps.begin() + lo, ps.begin() + std::min(ps.size(), lo + chunk));
+    out.push_back(probe_features(*b.model, part, spec, b.pad_id(), batch));
+    bar.tick(part.size());
   }
   bar.finish();
   return torch::cat(out);
@@ -450,6 +454,13 @@ class RiskProbePipeline : public Pipeline {
         .one_of({"none", "wrappers"});
     data_.add("augment_copies", copies_, "wrapped copies per prompt (augment: wrappers)").range(1, 16);
     top.section("data", data_);
+    probe_.add("layer", spec_.layer, "hidden state the probe reads: -1 = final-normed, l = the residual after layer l")
+        .range(-1, 1023);
+    probe_.add("pooling", spec_.pooling, "last: the prompt's last token; user_mean: the mean over the last `window` "
+                                        "tokens of the user text")
+        .one_of(risk_probe_poolings());
+    probe_.add("window", spec_.window, "user_mean: tokens averaged (ending with the user text)").range(1, 32768);
+    top.section("probe", probe_);
   }
   bool run(RunContext& ctx, json& metrics) override {
     auto& b = *ctx.target;
@@ -528,7 +539,10 @@ class RiskProbePipeline : public Pipeline {
     }
     std::cerr << "[train] risk probe: " << n_harm << " harmful + " << ben.size() << " benign prompts, "
               << hold_idx.size() << " held out" << (augment_ == "wrappers" ? ", with wrapped copies" : "") << "\n";
-    torch::Tensor feats = prompt_features(b, prompts, batch_, max_tokens_);
+    SAFEDEC_CHECK(spec_.layer < b.model->config().n_layers, ctx.config_path, ": probe.layer ", spec_.layer,
+                  " is not a layer of ", b.model->config().name, " (", b.model->config().n_layers,
+                  " layers; -1 = the final-normed state)");
+    torch::Tensor feats = prompt_features(b, prompts, batch_, max_tokens_, spec_);
     std::vector<float> lab;
     for (const auto& p : prompts) lab.push_back(static_cast<float>(p.label));
     torch::Tensor labels = torch::tensor(lab);
@@ -575,7 +589,7 @@ class RiskProbePipeline : public Pipeline {
     std::cerr << "[train] risk probe held-out AUROC " << metrics["holdout"]["auroc"].get<double>() << ", accuracy "
               << metrics["holdout"]["accuracy"].get<double>() << "\n";
     auto [w, bias] = task.raw_probe();
-    RiskProbe probe{w, bias, -1, "last"};
+    RiskProbe probe{w, bias, spec_.layer, spec_.pooling, spec_.window};
     ArtifactWriter aw(ctx.artifact_dir(), new_manifest(ctx, ArtifactKind::RiskProbe, b.model->config(), b.entry.path),
                       true);
     aw.manifest().metrics = metrics;
@@ -585,7 +599,8 @@ class RiskProbePipeline : public Pipeline {
   }
 
  private:
-  ConfigSchema data_{"`data`"};
+  ConfigSchema data_{"`data`"}, probe_{"`probe`"};
+  ProbeFeatureSpec spec_;
   std::vector<std::string> harmful_, benign_;
   std::vector<std::string> answered_;
   int64_t limit_ = 300, batch_ = 16, max_tokens_ = 512, copies_ = 1, limit_answered_ = 0;

@@ -16,6 +16,7 @@
 #include "core/sha256.h"
 #include "decoding/generator.h"
 #include "decoding/model_bundle.h"
+#include "decoding/strategies/risk.h"
 #include "decoding/strategy_registry.h"
 
 namespace fs = std::filesystem;
@@ -233,6 +234,33 @@ TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
   EXPECT_GT(pm["holdout"]["auroc"].get<double>(), 0.8) << pm.dump();
   RiskProbe probe = load_risk_probe(probe_out + "/artifact", bundle().model->config());
   EXPECT_EQ(probe.weight.numel(), bundle().model->config().hidden_size);
+  EXPECT_EQ(probe.layer, -1);
+  EXPECT_EQ(probe.pooling, "last");
+
+  // The same probe read at a middle layer over the end of the user text (probe.pooling: user_mean).
+  const std::string mean_cfg = write_file(
+      "probe_user_mean.yaml",
+      "pipeline: risk_probe\nmodel: smollm2-135m-instruct\ndata: {harmful: [harmfulqa, catqa], benign: "
+      "[benign_instructions, alpaca_eval_train], limit_per_dataset: 10, holdout: 0.25, batch_size: 10, augment: "
+      "wrappers}\nprobe: {layer: 15, pooling: user_mean, window: 64}\n"
+      "train: {epochs: 50, batch_size: 64, lr: 1.0e-2, schedule: constant, clip_grad_norm: 0}\n");
+  const std::string mean_out = base_dir() + "/probe_user_mean_run";
+  fs::remove_all(mean_out);
+  r = run("train --config " + mean_cfg + " --out " + mean_out + " --threads 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const json mm = read_json(mean_out + "/metrics.json");
+  EXPECT_GT(mm["holdout"]["auroc"].get<double>(), 0.8) << mm.dump();
+  const RiskProbe mean_probe = load_risk_probe(mean_out + "/artifact", bundle().model->config());
+  EXPECT_EQ(mean_probe.layer, 15);
+  EXPECT_EQ(mean_probe.pooling, "user_mean");
+  EXPECT_EQ(mean_probe.window, 64);
+  // A layer the model lacks is refused before any feature is computed.
+  const std::string bad_layer_cfg = write_file(
+      "probe_bad_layer.yaml", "pipeline: risk_probe\nmodel: smollm2-135m-instruct\ndata: {harmful: [catqa], benign: "
+                              "[benign_instructions], limit_per_dataset: 4}\nprobe: {layer: 30}\n");
+  r = run("train --config " + bad_layer_cfg + " --out " + base_dir() + "/probe_bad_layer --threads 2");
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("probe.layer 30 is not a layer of"), std::string::npos) << r.out;
 
   const std::string gate_cfg = write_file(
       "gate.yaml", "pipeline: ngsd_gate\nmodel: smollm2-135m-instruct\ndata: {benign: [benign_instructions], harmful: "
@@ -274,6 +302,19 @@ TEST(TrainReal, NgsdExpertRiskProbeAndGateEndToEnd) {
   torch::InferenceMode guard;
   auto res = gen.run(*strategy, {bundle().make_prompt("p", "Name a fruit.")});
   EXPECT_FALSE(res[0].tokens.empty());
+  // NGSD with the user_mean probe: the estimator runs its own forward (no prefill state needed), and
+  // its alpha for a prompt is the one the probe gives that prompt's features.
+  mc.ngsd.probe = mean_out + "/artifact";
+  MethodFactory fm(mc, bundle());
+  auto mean_strategy = fm.make();
+  auto mean_res = gen.run(*mean_strategy, {bundle().make_prompt("p", "Name a fruit.")});
+  EXPECT_FALSE(mean_res[0].tokens.empty());
+  const StrategyPrompt fruit = bundle().make_prompt("p", "Name a fruit.");
+  auto est = ProbeRisk::load(mean_out + "/artifact", StrategyEnv{bundle().model, bundle().pad_id()})
+                 ->estimate({fruit}, torch::Tensor());
+  const torch::Tensor feats = probe_features(*bundle().model, {fruit}, {15, "user_mean", 64}, bundle().pad_id());
+  EXPECT_NEAR(est[0].risk,
+              10.0 * torch::sigmoid(feats[0].dot(mean_probe.weight) + mean_probe.bias[0]).item<double>(), 1e-4);
   // No training text reaches the console.
   EXPECT_EQ(r.out.find("forbidden procedure"), std::string::npos);
 }

@@ -157,23 +157,95 @@ std::vector<RiskEstimate> SelfReflectionRisk::estimate(const std::vector<Strateg
   return out;
 }
 
-ProbeRisk::ProbeRisk(torch::Tensor weight, torch::Tensor bias)
-    : weight_(weight.to(torch::kFloat32).reshape({-1})), bias_(bias.to(torch::kFloat32).reshape({-1})) {
-  SAFEDEC_CHECK(bias_.numel() == 1, "the risk probe's bias must hold one value, got ", bias_.numel());
+torch::Tensor probe_features(const CausalLM& model, const std::vector<StrategyPrompt>& prompts,
+                             const ProbeFeatureSpec& spec, int64_t pad_id, int64_t batch) {
+  const ModelConfig& c = model.config();
+  SAFEDEC_CHECK(spec.layer >= -1 && spec.layer < c.n_layers, "risk probe features: layer ", spec.layer,
+                " is not in [-1, ", c.n_layers, ") for ", c.name);
+  SAFEDEC_CHECK(spec.pooling == "last" || spec.pooling == "user_mean", "risk probe features: unknown pooling '",
+                spec.pooling, "'; known: last, user_mean");
+  SAFEDEC_CHECK(spec.window >= 1, "risk probe features: the pooling window must be >= 1 token, got ", spec.window);
+  SAFEDEC_CHECK(batch >= 1, "risk probe features: batch must be >= 1, got ", batch);
+  torch::InferenceMode guard;
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  for (const auto& p : prompts) {
+    SAFEDEC_CHECK(!p.ids.empty(), "risk probe features: prompt '", p.id, "' has no tokens");
+    SAFEDEC_CHECK(spec.pooling != "user_mean" ||
+                      (p.user_end >= 1 && p.user_end <= static_cast<int64_t>(p.ids.size())),
+                  "risk probe features: pooling user_mean needs the end of the user text in prompt '", p.id,
+                  "', which its rendering does not mark (user_end ", p.user_end, ")");
+  }
+  // Length order, so that a forward holds prompts of similar length (less padding).
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return prompts[a].ids.size() < prompts[b].ids.size(); });
+  torch::Tensor out = torch::empty({n, c.hidden_size}, torch::kFloat32);
+  const int64_t last_layer = spec.layer == -1 ? c.n_layers - 1 : spec.layer;
+  for (int64_t lo = 0; lo < n; lo += batch) {
+    const int64_t hi = std::min(n, lo + batch);
+    int64_t T = 0;
+    for (int64_t k = lo; k < hi; ++k) T = std::max<int64_t>(T, static_cast<int64_t>(prompts[order[k]].ids.size()));
+    torch::Tensor ids = torch::full({hi - lo, T}, pad_id, torch::kInt64);
+    auto acc = ids.accessor<int64_t, 2>();
+    for (int64_t k = lo; k < hi; ++k) {
+      const auto& p = prompts[order[k]].ids;
+      for (size_t t = 0; t < p.size(); ++t) acc[k - lo][static_cast<int64_t>(t)] = p[t];
+    }
+    ForwardInput in;
+    in.ids = ids.to(model.device());
+    // Right padding without a cache: causality keeps every real token from seeing the pads after it.
+    torch::Tensor h = model.input_hidden(in);
+    const LayerPass pass = model.begin_pass(in, hi - lo, T, nullptr);
+    for (int64_t l = 0; l <= last_layer; ++l) h = model.run_layer(l, h, pass);
+    if (spec.layer == -1) h = model.final_hidden(h);
+    h = h.to(torch::kCPU, torch::kFloat32);
+    for (int64_t k = lo; k < hi; ++k) {
+      const StrategyPrompt& p = prompts[order[k]];
+      const int64_t len = static_cast<int64_t>(p.ids.size());
+      if (spec.pooling == "last") {
+        out[order[k]].copy_(h[k - lo][len - 1]);
+      } else {
+        const int64_t begin = std::max<int64_t>(0, p.user_end - spec.window);
+        out[order[k]].copy_(h[k - lo].narrow(0, begin, p.user_end - begin).mean(0));
+      }
+    }
+  }
+  SAFEDEC_CHECK(torch::isfinite(out).all().item<bool>(), "risk probe features: the model produced NaN/Inf hidden ",
+                "states (layer ", spec.layer, ")");
+  return out;
 }
 
-std::unique_ptr<ProbeRisk> ProbeRisk::load(const std::string& path, const ModelConfig& model) {
-  RiskProbe p = load_risk_probe(path, model);
-  SAFEDEC_CHECK(p.layer == -1, "the risk probe ", path, " reads layer ", p.layer,
-                "; NGSD's probe estimator uses the final-normed hidden state (layer -1)");
-  return std::make_unique<ProbeRisk>(p.weight, p.bias);
+ProbeRisk::ProbeRisk(torch::Tensor weight, torch::Tensor bias, ProbeFeatureSpec spec,
+                     std::shared_ptr<const CausalLM> model, int64_t pad_id)
+    : weight_(weight.to(torch::kFloat32).reshape({-1})),
+      bias_(bias.to(torch::kFloat32).reshape({-1})),
+      spec_(std::move(spec)),
+      model_(std::move(model)),
+      pad_id_(pad_id) {
+  SAFEDEC_CHECK(bias_.numel() == 1, "the risk probe's bias must hold one value, got ", bias_.numel());
+  SAFEDEC_CHECK(spec_.reads_prefill() || model_, "a risk probe on layer ", spec_.layer, " with pooling '",
+                spec_.pooling, "' needs the target model to compute its features");
+}
+
+std::unique_ptr<ProbeRisk> ProbeRisk::load(const std::string& path, const StrategyEnv& env) {
+  RiskProbe p = load_risk_probe(path, env.model->config());
+  return std::make_unique<ProbeRisk>(p.weight, p.bias, ProbeFeatureSpec{p.layer, p.pooling, p.window}, env.model,
+                                     env.pad_id);
 }
 
 std::vector<RiskEstimate> ProbeRisk::estimate(const std::vector<StrategyPrompt>& prompts,
                                               const torch::Tensor& last_hidden) {
-  SAFEDEC_CHECK(last_hidden.defined() && last_hidden.dim() == 2 && last_hidden.size(1) == weight_.numel(),
-                "the risk probe needs hidden states [B, ", weight_.numel(), "]");
-  auto h = last_hidden.to(torch::kFloat32).to(torch::kCPU);
+  torch::Tensor h;
+  if (spec_.reads_prefill()) {
+    SAFEDEC_CHECK(last_hidden.defined() && last_hidden.dim() == 2 && last_hidden.size(1) == weight_.numel(),
+                  "the risk probe needs hidden states [B, ", weight_.numel(), "]");
+    h = last_hidden.to(torch::kFloat32).to(torch::kCPU);
+  } else {
+    h = probe_features(*model_, prompts, spec_, pad_id_);
+  }
+  SAFEDEC_CHECK(h.size(1) == weight_.numel(), "the risk probe has ", weight_.numel(),
+                " weights but the features have ", h.size(1), " values");
   auto p = torch::sigmoid(h.matmul(weight_) + bias_);  // [B]
   std::vector<RiskEstimate> out;
   for (int64_t i = 0; i < p.size(0); ++i) {
@@ -187,7 +259,7 @@ std::vector<RiskEstimate> ProbeRisk::estimate(const std::vector<StrategyPrompt>&
 std::unique_ptr<RiskEstimator> make_risk_estimator(const NgsdConfig& config, const StrategyEnv& env) {
   if (config.risk == "fixed") return std::make_unique<FixedRisk>(config.alpha);
   if (config.risk == "self_reflection") return std::make_unique<SelfReflectionRisk>(env, config.reflection_max_tokens);
-  if (config.risk == "probe") return ProbeRisk::load(config.probe, env.model->config());
+  if (config.risk == "probe") return ProbeRisk::load(config.probe, env);
   fail("ngsd: unknown risk estimator '", config.risk, "'; known: fixed, self_reflection, probe");
 }
 

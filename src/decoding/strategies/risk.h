@@ -73,19 +73,42 @@ class SelfReflectionRisk : public RiskEstimator {
   std::vector<std::string> answers_;
 };
 
-// r = 10 * sigmoid(w . h + b) on the prompt's last-token final hidden state.
+// Where a risk probe reads the prompt (artifacts/typed.h RiskProbe): the hidden state after `layer`
+// (-1: final-normed), pooled as `pooling` over the prompt's tokens.
+struct ProbeFeatureSpec {
+  int64_t layer = -1;
+  std::string pooling = "last";  // last | user_mean
+  int64_t window = 64;           // user_mean: tokens before StrategyPrompt::user_end
+  bool reads_prefill() const { return layer == -1 && pooling == "last"; }  // the prefill's last hidden state
+};
+
+// The probe's input for each prompt, [B, d] fp32 on the CPU. Runs the model itself over each
+// prompt's ids (right-padded, no KV cache, layers 0..layer only), `batch` prompts per forward in
+// length order. user_mean needs each prompt's user_end (a prompt without one is an error).
+torch::Tensor probe_features(const CausalLM& model, const std::vector<StrategyPrompt>& prompts,
+                             const ProbeFeatureSpec& spec, int64_t pad_id, int64_t batch = 8);
+
+// r = 10 * sigmoid(w . h + b) on the prompt's features (ProbeFeatureSpec): by default the last-token
+// final hidden state that NGSD's prefill already computes; other layers and poolings run
+// probe_features on the target (one extra forward over the prompt, up to the probe's layer).
 class ProbeRisk : public RiskEstimator {
  public:
-  ProbeRisk(torch::Tensor weight, torch::Tensor bias);
-  // Loads a risk-probe artifact (or a bare safetensors file with `weight` [d], `bias` [1]) for the model.
-  static std::unique_ptr<ProbeRisk> load(const std::string& path, const ModelConfig& model);
+  ProbeRisk(torch::Tensor weight, torch::Tensor bias, ProbeFeatureSpec spec = {},
+            std::shared_ptr<const CausalLM> model = nullptr, int64_t pad_id = 0);
+  // Loads a risk-probe artifact (or a bare safetensors file with `weight` [d], `bias` [1]) for the
+  // target of `env`.
+  static std::unique_ptr<ProbeRisk> load(const std::string& path, const StrategyEnv& env);
   std::string name() const override { return "probe"; }
-  bool needs_hidden() const override { return true; }
+  bool needs_hidden() const override { return spec_.reads_prefill(); }
   std::vector<RiskEstimate> estimate(const std::vector<StrategyPrompt>& prompts,
                                      const torch::Tensor& last_hidden) override;
+  const ProbeFeatureSpec& spec() const { return spec_; }
 
  private:
   torch::Tensor weight_, bias_;
+  ProbeFeatureSpec spec_;
+  std::shared_ptr<const CausalLM> model_;
+  int64_t pad_id_ = 0;
 };
 
 std::unique_ptr<RiskEstimator> make_risk_estimator(const NgsdConfig& config, const StrategyEnv& env);

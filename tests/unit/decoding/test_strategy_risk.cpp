@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "decoding/strategies/common.h"
 #include "decoding/strategies/method_config.h"
 #include "decoding/strategies/risk.h"
 #include "decoding/strategy_registry.h"
+#include "model/causal_lm.h"
+#include "support/tiny_configs.h"
 
 using namespace safedec;
 
@@ -87,6 +90,91 @@ TEST(RiskProbe, SigmoidOfOneNeuronTimesTen) {
   EXPECT_DOUBLE_EQ(est[1].alpha, 0.9);
   EXPECT_LT(est[2].risk, 0.01);
   EXPECT_DOUBLE_EQ(est[2].alpha, 0.1);
+}
+
+namespace {
+// Prompts of different lengths for the tiny model; user_end marks where each one's user text ends
+// (the rest stands in for the template's end-of-turn and generation header).
+std::vector<StrategyPrompt> tiny_prompts() {
+  std::vector<StrategyPrompt> ps;
+  const std::vector<std::vector<int32_t>> ids = {
+      {5, 9, 14, 3, 22, 40, 41, 7, 8, 60, 61, 62}, {11, 12, 13, 4}, {30, 31, 32, 33, 34, 35, 36, 37, 2, 1}};
+  const std::vector<int64_t> user_end = {9, 2, 7};
+  for (size_t i = 0; i < ids.size(); ++i) {
+    StrategyPrompt p;
+    p.id = "p" + std::to_string(i);
+    p.ids = ids[i];
+    p.user_end = user_end[i];
+    ps.push_back(p);
+  }
+  return ps;
+}
+}  // namespace
+
+// The probe's features against independent computations: the last-token final state against NGSD's
+// left-padded prefill, user_mean at a middle layer against that layer's captured residuals of each
+// prompt run alone; batch size and padding change nothing.
+TEST(ProbeFeatures, MatchThePrefillAndTheCapturedResiduals) {
+  const auto lm = CausalLM::random(test::tiny_arch_config("qwen2"), 5, 0.2);
+  const auto ps = tiny_prompts();
+  torch::InferenceMode guard;
+  const torch::Tensor last = probe_features(*lm, ps, {-1, "last", 64}, 0, 8);
+  std::vector<BranchRow> rows;
+  for (const auto& p : ps) rows.push_back(prompt_row(p));
+  KvCache cache;
+  torch::Tensor hidden;
+  prefill_rows(*lm, rows, 0, 0, cache, nullptr, &hidden, nullptr);
+  EXPECT_TRUE(torch::allclose(last, hidden.to(torch::kFloat32), 1e-4, 1e-4))
+      << (last - hidden).abs().max().item<float>();
+
+  const ProbeFeatureSpec mid{1, "user_mean", 3};
+  const torch::Tensor pooled = probe_features(*lm, ps, mid, 0, 8);
+  ASSERT_EQ(pooled.sizes(), (std::vector<int64_t>{3, lm->config().hidden_size}));
+  for (size_t i = 0; i < ps.size(); ++i) {
+    CaptureRequest req;
+    req.layers = {1};
+    ForwardHooks hooks;
+    hooks.capture = &req;
+    ForwardInput in;
+    in.ids = torch::tensor(std::vector<int64_t>(ps[i].ids.begin(), ps[i].ids.end()), torch::kInt64).unsqueeze(0);
+    KvCache c = lm->new_cache(1, static_cast<int64_t>(ps[i].ids.size()));
+    const ForwardOutput f = lm->forward_full(in, c, &hooks);
+    const int64_t begin = std::max<int64_t>(0, ps[i].user_end - 3);  // prompt 1's window reaches token 0
+    const torch::Tensor want = f.residual.at(1)[0].narrow(0, begin, ps[i].user_end - begin).mean(0);
+    EXPECT_TRUE(torch::allclose(pooled[static_cast<int64_t>(i)], want, 1e-4, 1e-4)) << "prompt " << i;
+  }
+  // One prompt per forward gives the same features as the padded batch.
+  EXPECT_TRUE(torch::allclose(probe_features(*lm, ps, mid, 0, 1), pooled, 1e-5, 1e-5));
+}
+
+TEST(ProbeFeatures, ProbeRiskReadsItsOwnFeaturesAndBadInputIsNamed) {
+  const auto lm = CausalLM::random(test::tiny_arch_config("llama"), 9, 0.2);
+  const auto ps = tiny_prompts();
+  const ProbeFeatureSpec spec{0, "user_mean", 4};
+  const torch::Tensor w = torch::randn({lm->config().hidden_size}, torch::TensorOptions().dtype(torch::kFloat32));
+  const torch::Tensor b = torch::tensor({0.1f});
+  ProbeRisk probe(w, b, spec, lm, 0);
+  EXPECT_FALSE(probe.needs_hidden()) << "a layer-0 user_mean probe does not read the prefill's last state";
+  auto est = probe.estimate(ps, torch::Tensor());
+  torch::InferenceMode guard;
+  const torch::Tensor want = 10.0 * torch::sigmoid(probe_features(*lm, ps, spec, 0).matmul(w) + b);
+  ASSERT_EQ(est.size(), ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_NEAR(est[i].risk, want[static_cast<int64_t>(i)].item<double>(), 1e-5);
+    EXPECT_DOUBLE_EQ(est[i].alpha, alpha_from_risk(est[i].risk));
+  }
+  // A default probe still reads the prefill's state; a non-default one without a model is refused.
+  EXPECT_TRUE(ProbeRisk(w, b).needs_hidden());
+  EXPECT_THAT([&] { ProbeRisk no_model(w, b, spec); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr("needs the target model")));
+  auto no_end = ps;
+  no_end[1].user_end = -1;
+  EXPECT_THAT([&] { probe_features(*lm, no_end, spec, 0); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr("end of the user text in prompt 'p1'")));
+  EXPECT_THAT([&] { probe_features(*lm, ps, {3, "last", 1}, 0); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr("layer 3 is not in [-1, 3)")));
+  EXPECT_THAT([&] { probe_features(*lm, ps, {0, "max", 1}, 0); },
+              ::testing::ThrowsMessage<Error>(::testing::HasSubstr("known: last, user_mean")));
 }
 
 TEST(MethodConfig, DefaultsFollowTheSpec) {

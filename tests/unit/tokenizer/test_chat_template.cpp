@@ -57,6 +57,31 @@ void check_chats(const Tokenizer& tok, const ChatTemplate& tpl, const json& g) {
       EXPECT_EQ(tok.decode(slice(p.ids, p.system_begin + 1, p.system_end)).find(expect_sys), std::string::npos);
       EXPECT_EQ(tok.decode(slice(p.ids, p.system_begin, p.system_end - 1)).find(expect_sys), std::string::npos);
     }
+    // user_end: the tokens before it end with the final user text, one token fewer does not.
+    int64_t last_user = -1;
+    for (size_t i = 0; i < msgs.size(); ++i)
+      if (msgs[i].role == "user") last_user = static_cast<int64_t>(i);
+    if (last_user < 0) {
+      EXPECT_EQ(p.user_end, -1);
+    } else {
+      // The text as the template renders it: kept whole (chatml) or trimmed (gemma, llama).
+      std::string content = msgs[last_user].content;
+      const std::string upto_all = tok.decode(slice(p.ids, 0, std::max<int64_t>(p.user_end, 0)));
+      if (upto_all.size() < content.size() ||
+          upto_all.compare(upto_all.size() - content.size(), content.size(), content) != 0) {
+        content.erase(content.find_last_not_of(" \n\t") + 1);
+        content.erase(0, content.find_first_not_of(" \n\t"));
+      }
+      ASSERT_GT(p.user_end, 0);
+      ASSERT_LE(p.user_end, static_cast<int64_t>(p.ids.size()));
+      auto ends_with = [](const std::string& a, const std::string& b) {
+        return a.size() >= b.size() && a.compare(a.size() - b.size(), b.size(), b) == 0;
+      };
+      const std::string upto = tok.decode(slice(p.ids, 0, p.user_end));
+      EXPECT_TRUE(ends_with(upto, content)) << "tokens before user_end: '" << upto << "'";
+      if (!content.empty())
+        EXPECT_FALSE(ends_with(tok.decode(slice(p.ids, 0, p.user_end - 1)), content));
+    }
     ++n;
   }
   EXPECT_GE(n, 6);
