@@ -2,23 +2,12 @@
 # the training-pool features of feats.py: held-out AUROC, plain-trained probe on wrapped copies, and
 # leave-one-wrapper-out. Usage: analyse.py FEATS.pt [LAYERS, e.g. 0,15,29]
 import sys, torch, random
+from probe_fit import auroc, fit
 d = torch.load(sys.argv[1] if len(sys.argv) > 1 else "/tmp/probe/feats.pt")
 y = d["label"].float(); wrap = d["wrap"]; src = d["src"]
 keys = sorted(set(src)); rnd = random.Random(1); rnd.shuffle(keys)
 held = set(keys[: len(keys) // 4])
 is_hold = torch.tensor([s in held for s in src])
-def auroc(s, l):
-    pos, neg = s[l == 1], s[l == 0]
-    return ((pos[:, None] > neg[None, :]).float().mean() + 0.5 * (pos[:, None] == neg[None, :]).float().mean()).item()
-def fit(X, y, l2=1e-2):
-    mu, sd = X.mean(0), X.std(0) + 1e-6
-    Z = (X - mu) / sd
-    w = torch.zeros(Z.shape[1], requires_grad=True); b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
-    def clo():
-        opt.zero_grad(); loss = torch.nn.functional.binary_cross_entropy_with_logits(Z @ w + b, y) + l2 * (w * w).sum(); loss.backward(); return loss
-    opt.step(clo)
-    return lambda X2: torch.sigmoid(((X2 - mu) / sd) @ w.detach() + b.detach())
 nW = int(wrap.max()) + 1
 layers = [int(a) for a in sys.argv[2].split(",")] if len(sys.argv) > 2 else None
 for pos, F in d["feats"].items():

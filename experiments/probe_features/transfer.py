@@ -2,15 +2,7 @@
 # apply it, unchanged, to the evaluation prompts: share of prompts per set that NGSD would mix with
 # alpha 0.9 (r = 10 p > 6) and with alpha 0.1 (r < 5). Diagnostic only; nothing is fitted on eval data.
 import sys, torch
-def fit(X, y, l2=1e-2):
-    mu, sd = X.mean(0), X.std(0) + 1e-6
-    Z = (X - mu) / sd
-    w = torch.zeros(Z.shape[1], requires_grad=True); b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
-    def clo():
-        opt.zero_grad(); loss = torch.nn.functional.binary_cross_entropy_with_logits(Z @ w + b, y) + l2 * (w * w).sum(); loss.backward(); return loss
-    opt.step(clo)
-    return lambda X2: torch.sigmoid(((X2 - mu) / sd) @ w.detach() + b.detach())
+from probe_fit import fit
 tr_d = torch.load(sys.argv[1]); ev = torch.load(sys.argv[2])
 configs = [tuple(c.split(":")) for c in sys.argv[3].split(",")]
 y = tr_d["label"].float()

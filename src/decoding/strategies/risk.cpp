@@ -162,8 +162,9 @@ torch::Tensor probe_features(const CausalLM& model, const std::vector<StrategyPr
   const ModelConfig& c = model.config();
   SAFEDEC_CHECK(spec.layer >= -1 && spec.layer < c.n_layers, "risk probe features: layer ", spec.layer,
                 " is not in [-1, ", c.n_layers, ") for ", c.name);
-  SAFEDEC_CHECK(spec.pooling == "last" || spec.pooling == "user_mean", "risk probe features: unknown pooling '",
-                spec.pooling, "'; known: last, user_mean");
+  const auto& poolings = risk_probe_poolings();
+  SAFEDEC_CHECK(std::find(poolings.begin(), poolings.end(), spec.pooling) != poolings.end(),
+                "risk probe features: unknown pooling '", spec.pooling, "'; known: last, user_mean");
   SAFEDEC_CHECK(spec.window >= 1, "risk probe features: the pooling window must be >= 1 token, got ", spec.window);
   SAFEDEC_CHECK(batch >= 1, "risk probe features: batch must be >= 1, got ", batch);
   torch::InferenceMode guard;
